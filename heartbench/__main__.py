@@ -1,0 +1,3 @@
+from heartbench.cli import main
+
+raise SystemExit(main())

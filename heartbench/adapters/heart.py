@@ -1,0 +1,221 @@
+"""Heart-LoRA: Bi-LoRA (or fp32 LoRA) plus head-level responsiveness masks.
+
+Responsiveness (Eq. 5, first-order Taylor): for head i of a target (q or v), the sum of
+grad * weight over head i's rows of the up-projection B, using the weight the forward pass
+really uses (the quantised B when bits < 32) and the gradient of the loss with respect to
+it. This equals the gradient of a per-head gate on the head's update at gate = 1, which the
+tests check with autograd. A is shared by all heads and is not split.
+
+Schedule: all heads are on during the warm-up; the scores are averaged over the steps of
+the last warm-up epoch (hooks on B's gradient: no extra forward or backward pass); then the
+``ne`` lowest-scoring heads get their q and v *updates* zeroed (the pretrained heads keep
+working) and stay masked (``recompute=True`` recomputes after every later epoch).
+
+Selection: ``mode="global"`` sums scores over q, v and all layers with the same head count
+(ViT: all layers; Swin: one stage) and masks the same heads in each of them; ``per_layer``
+(Heart-LoRA dagger) picks heads per layer. On Swin, ``ratio`` gives the masked fraction of
+each stage's heads (0.25 on Swin-B: 1, 2, 4, 8). Variants: taylor, neg_taylor, abs_taylor
+(|per layer and target sum|), weight_l2, grad_l2, front (the first ne heads), random (seeded).
+
+Storage: masked heads' rows of B are not written, so the stored size shrinks by exactly
+those rows; the mask itself travels as metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from heartbench.adapters.base import parse_targets, register, require
+from heartbench.adapters.bilora import BiLoRA, BiLoRAConfig
+from heartbench.adapters.lora import LowRankDelta
+from heartbench.backbones import Backbone
+from heartbench.errors import one_of
+
+SCORES = ("taylor", "neg_taylor", "abs_taylor", "weight_l2", "grad_l2", "front", "random")
+MODES = ("global", "per_layer")
+# The per-head quantities gathered from gradients; every score variant derives from them.
+RAW = ("taylor", "weight_l2", "grad_l2")
+
+
+@dataclass
+class HeartLoRAConfig(BiLoRAConfig):
+    ne: int = 3
+    ratio: float = 0.0  # > 0: mask round(ratio * heads) per group of equal head count (Swin)
+    score: str = "taylor"
+    mode: str = "global"
+    mask_epoch: int = -1  # first masked epoch (0-based); -1: the trainer's warm-up epochs
+    recompute: bool = False
+    mask_seed: int = 0
+
+    def validate(self) -> None:
+        super().validate()
+        require(self.ne >= 0, f"ne must be >= 0, got {self.ne}")
+        require(0.0 <= self.ratio < 1.0, f"ratio must be in [0, 1), got {self.ratio}")
+        if self.score not in SCORES:
+            raise one_of("score", self.score, SCORES)
+        if self.mode not in MODES:
+            raise one_of("mode", self.mode, MODES)
+        require(self.targets != "qkv", "heart_lora needs separate targets (e.g. 'qv'), not 'qkv'")
+
+
+def score_variant(raw: dict[str, torch.Tensor], kind: str) -> torch.Tensor:
+    """One score per (target, head) from the raw gradient statistics of one layer."""
+    if kind == "taylor":
+        return raw["taylor"]
+    if kind == "neg_taylor":
+        return -raw["taylor"]
+    if kind == "abs_taylor":
+        return raw["taylor"].abs()
+    return raw[kind]
+
+
+def select_heads(scores: torch.Tensor, ne: int) -> torch.Tensor:
+    """Indices of the ``ne`` lowest scores (ties: lower index first), as Algorithm 1."""
+    return torch.argsort(scores, stable=True)[:ne]
+
+
+@register("heart_lora")
+class HeartLoRA(BiLoRA):
+    config_cls = HeartLoRAConfig
+
+    def attach(self, backbone: Backbone) -> None:
+        super().attach(backbone)
+        self.targets = parse_targets(self.config.targets)
+        self.heads = [site.num_heads for site in backbone.sites]
+        self.mask_epoch = self.config.mask_epoch
+        self.mask: list[list[int]] | None = None
+        self._reset_scores()
+
+    def check_backbone(self, backbone: Backbone) -> None:
+        for heads in sorted({s.num_heads for s in backbone.sites}):
+            ne = self.masked_per_layer(heads)
+            require(ne < heads, f"ne={ne} must be smaller than the number of heads ({heads})"
+                    f" of backbone {backbone.name!r}")
+
+    def masked_per_layer(self, heads: int) -> int:
+        if self.config.ratio > 0:
+            return int(round(self.config.ratio * heads))
+        return self.config.ne
+
+    # -- scoring ----------------------------------------------------------------
+    def _reset_scores(self) -> None:
+        self.raw = {k: [torch.zeros(len(self.targets), h) for h in self.heads] for k in RAW}
+        self.steps = [0 for _ in self.heads]
+
+    def _listener(self, layer: int, t: int, heads: int):
+        def listen(weight: torch.Tensor, grad: torch.Tensor) -> None:
+            w = weight.float().reshape(heads, -1)
+            g = grad.float().reshape(heads, -1)
+            self.raw["taylor"][layer][t] += (w * g).sum(dim=1).cpu()
+            self.raw["weight_l2"][layer][t] += w.norm(dim=1).cpu()
+            self.raw["grad_l2"][layer][t] += g.norm(dim=1).cpu()
+            if t == 0:
+                self.steps[layer] += 1
+        return listen
+
+    def listen(self, on: bool) -> None:
+        """Start/stop gathering per-head gradient statistics on every step."""
+        for site in self.backbone.sites:
+            for t, target in enumerate(self.targets):
+                delta = self.modules[f"layer{site.layer}.{target}"]
+                delta.listener = self._listener(site.layer, t, site.num_heads) if on else None
+
+    def scores(self, kind: str | None = None) -> list[torch.Tensor]:
+        """Per layer, a (targets x heads) tensor of the chosen score, averaged over steps."""
+        kind = kind or self.config.score
+        if kind in ("front", "random"):  # selection ignores scores; keep Taylor for records
+            kind = "taylor"
+        return [score_variant({k: self.raw[k][layer] / max(steps, 1) for k in RAW}, kind)
+                for layer, steps in enumerate(self.steps)]
+
+    def compute_mask(self) -> list[list[int]]:
+        """The head mask (1 = update kept) per layer from the current scores."""
+        mask = [[1] * h for h in self.heads]
+        groups: dict[int, list[int]] = defaultdict(list)
+        for layer, heads in enumerate(self.heads):
+            groups[heads].append(layer)
+        per_head = [s.sum(dim=0) for s in self.scores()] if self.config.score not in (
+            "front", "random") else None
+        rng = torch.Generator().manual_seed(self.config.mask_seed)
+        for heads, layers in sorted(groups.items()):
+            ne = self.masked_per_layer(heads)
+            units = [layers] if self.config.mode == "global" else [[la] for la in layers]
+            for unit in units:
+                if self.config.score == "front":
+                    chosen = torch.arange(ne)
+                elif self.config.score == "random":
+                    chosen = torch.randperm(heads, generator=rng)[:ne]
+                else:
+                    chosen = select_heads(sum(per_head[la] for la in unit), ne)
+                for la in unit:
+                    for h in chosen.tolist():
+                        mask[la][h] = 0
+        return mask
+
+    def apply_mask(self, mask: list[list[int]]) -> None:
+        """Zero the q/v updates of masked heads (rows of B), layer by layer."""
+        self.mask = [list(map(int, m)) for m in mask]
+        for site in self.backbone.sites:
+            rows = torch.tensor(mask[site.layer], dtype=torch.float32).repeat_interleave(
+                site.head_dim)
+            for target in self.targets:
+                delta: LowRankDelta = self.modules[f"layer{site.layer}.{target}"]
+                delta.set_row_mask(rows)
+
+    # -- trainer hooks ----------------------------------------------------------
+    def on_train_start(self, epochs: int, warmup_epochs: int, steps_per_epoch: int) -> None:
+        if self.mask_epoch < 0:
+            self.mask_epoch = warmup_epochs
+        needs_grad = self.config.score not in ("front", "random")
+        require(not (needs_grad and self.mask_epoch == 0 and self.config.ne > 0),
+                f"score {self.config.score!r} needs at least one warm-up epoch before masking")
+        if self.mask_epoch == 0 and self.mask is None:
+            self.apply_mask(self.compute_mask())
+
+    def _scoring_epoch(self, epoch: int) -> bool:
+        last_warmup = self.mask_epoch - 1
+        return epoch == last_warmup or (self.config.recompute and epoch > last_warmup)
+
+    def on_epoch_start(self, epoch: int) -> None:
+        if self._scoring_epoch(epoch):
+            self._reset_scores()
+            self.listen(True)
+
+    def on_epoch_end(self, epoch: int) -> None:
+        if self._scoring_epoch(epoch):
+            self.listen(False)
+            self.apply_mask(self.compute_mask())
+
+    # -- records, checkpoints, storage ------------------------------------------
+    def record_extras(self) -> dict[str, Any]:
+        c = self.config
+        return {"heart": {
+            "ne": c.ne, "ratio": c.ratio or None, "mode": c.mode, "score": c.score,
+            "mask_epoch": self.mask_epoch, "targets": self.targets,
+            "heads_per_layer": self.heads,
+            "scores": {k: [s.tolist() for s in self.scores(k)] for k in RAW},
+            "mask": self.mask,
+        }}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"raw": self.raw, "steps": self.steps, "mask": self.mask,
+                "mask_epoch": self.mask_epoch}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.raw, self.steps = state["raw"], state["steps"]
+        self.mask_epoch = state["mask_epoch"]
+        if state["mask"] is not None:
+            self.apply_mask(state["mask"])
+
+    def stored_metadata(self) -> dict[str, str]:
+        return {"heart.mask": json.dumps(self.mask)}
+
+    def load_metadata(self, metadata: dict[str, str]) -> None:
+        mask = json.loads(metadata.get("heart.mask", "null"))
+        if mask is not None:
+            self.apply_mask(mask)

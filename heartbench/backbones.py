@@ -1,0 +1,223 @@
+"""timm backbones: build, load local weights, reset the head, expose the attention sites.
+
+Adapters never look inside a timm model themselves: they get a :class:`Backbone` whose
+``sites`` list every transformer block's attention (the fused ``qkv`` Linear, head count,
+stage), so the same adapter code runs on ViT and Swin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+from heartbench.errors import UserError, one_of
+
+# Small named configurations: the CPU twin's backbones and tiny models for tests.
+# Each maps to a timm architecture plus keyword arguments for ``timm.create_model``.
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    # 12 heads so head masking has the paper's granularity; 32-px input, 64 tokens.
+    "vit_mini": (
+        "vit_tiny_patch16_224",
+        dict(img_size=32, patch_size=4, embed_dim=192, depth=6, num_heads=12),
+    ),
+    # Hierarchical: heads grow per stage like Swin-B's (4, 8, 16, 32), scaled down.
+    "swin_mini": (
+        "swin_tiny_patch4_window7_224",
+        dict(img_size=32, patch_size=2, window_size=4, embed_dim=48,
+             depths=(2, 2, 4, 2), num_heads=(2, 4, 8, 16)),
+    ),
+    # Tiny models for unit tests (seconds on a CPU).
+    "vit_test": (
+        "vit_tiny_patch16_224",
+        dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=12),
+    ),
+    "swin_test": (
+        "swin_tiny_patch4_window7_224",
+        dict(img_size=32, patch_size=4, window_size=4, embed_dim=16,
+             depths=(1, 1, 1), num_heads=(2, 4, 8)),
+    ),
+}
+
+WEIGHT_SUFFIXES = (".npz", ".pth", ".pt", ".bin", ".safetensors")
+
+
+@dataclass(eq=False)
+class AttentionSite:
+    """One multi-head attention module of the backbone, as adapters see it."""
+
+    layer: int  # global block index, 0-based, in forward order
+    stage: int  # 0 for ViT; the Swin stage
+    block: nn.Module
+    attn: nn.Module
+    num_heads: int
+
+    @property
+    def qkv(self) -> nn.Module:
+        """The fused q/k/v projection (possibly already wrapped by an adapter)."""
+        return self.attn.qkv
+
+    @property
+    def dim(self) -> int:
+        return self.base_qkv.in_features
+
+    @property
+    def head_dim(self) -> int:
+        return self.base_qkv.out_features // 3 // self.num_heads
+
+    @property
+    def base_qkv(self) -> nn.Linear:
+        qkv = self.attn.qkv
+        return qkv.base if hasattr(qkv, "base") else qkv
+
+
+@dataclass(eq=False)
+class Backbone:
+    """A timm model with a fresh classification head and its attention sites."""
+
+    model: nn.Module
+    name: str
+    arch: str  # "vit" or "swin"
+    num_classes: int
+    weights: str | None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    sites: list[AttentionSite] = field(default_factory=list)
+
+    @property
+    def head(self) -> nn.Linear:
+        head = self.model.get_classifier()
+        return head
+
+    @property
+    def input_size(self) -> int:
+        return int(self.model.pretrained_cfg.get("input_size", (3, 224, 224))[-1]) \
+            if "img_size" not in self.kwargs else int(self.kwargs["img_size"])
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        return list(self.head.parameters())
+
+    def describe(self) -> dict[str, Any]:
+        """What a record needs to rebuild this backbone."""
+        return {"name": self.name, "weights": self.weights, "kwargs": dict(self.kwargs)}
+
+
+def resolve_name(name: str) -> tuple[str, dict[str, Any]]:
+    """A preset or timm model name -> (timm name, create_model kwargs)."""
+    if name in PRESETS:
+        arch, kwargs = PRESETS[name]
+        return arch, dict(kwargs)
+    base = name.split(".")[0]
+    if not timm.is_model(base):
+        raise one_of("backbone", name, list(PRESETS) + ["<any timm model name>"])
+    return name, {}
+
+
+def build_backbone(
+    name: str,
+    num_classes: int,
+    weights: str | None = None,
+    drop_path_rate: float = 0.1,
+    **kwargs: Any,
+) -> Backbone:
+    """Build a frozen timm backbone with a fresh trainable head for ``num_classes``.
+
+    ``weights`` is a local file (.npz, .pth, .safetensors), ``"timm"`` for timm's own
+    pretrained loading (needs the network), or None for random initialisation.
+    """
+    arch, preset_kwargs = resolve_name(name)
+    model_kwargs = {**preset_kwargs, **kwargs}
+    model = timm.create_model(arch.split(".")[0] if weights != "timm" else arch,
+                              pretrained=weights == "timm", num_classes=num_classes,
+                              drop_path_rate=drop_path_rate, **model_kwargs)
+    if weights not in (None, "timm"):
+        load_weights(model, Path(weights))
+    # A fresh fp32 nn.Linear head with PyTorch's default init, as the reference code does.
+    model.reset_classifier(num_classes)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in model.get_classifier().parameters():
+        p.requires_grad_(True)
+    arch_kind = "swin" if "swin" in arch else "vit"
+    backbone = Backbone(model=model, name=name, arch=arch_kind, num_classes=num_classes,
+                        weights=weights, kwargs=dict(kwargs))
+    backbone.sites = find_sites(model)
+    if not backbone.sites:
+        raise UserError(f"backbone {name!r} has no attention modules with a fused 'qkv' Linear")
+    return backbone
+
+
+def find_sites(model: nn.Module) -> list[AttentionSite]:
+    """Every block's attention, in forward order (ViT: blocks; Swin: layers[s].blocks)."""
+    sites: list[AttentionSite] = []
+    if hasattr(model, "layers"):  # Swin: stages of blocks
+        for stage, layer in enumerate(model.layers):
+            for block in layer.blocks:
+                sites.append(AttentionSite(len(sites), stage, block, block.attn,
+                                           block.attn.num_heads))
+    else:
+        for block in model.blocks:
+            sites.append(AttentionSite(len(sites), 0, block, block.attn, block.attn.num_heads))
+    return sites
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read a .pth/.safetensors checkpoint as a flat state dict, or raise a UserError."""
+    if not path.is_file():
+        raise UserError(f"weights file {path} does not exist; expected one of {WEIGHT_SUFFIXES}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # any parse failure means: not a checkpoint
+        raise UserError(f"weights file {path} is not a readable checkpoint ({type(err).__name__})") from None
+    for key in ("state_dict", "model", "module"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"weights file {path} is not a checkpoint: expected a dict of tensors")
+    return state
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Load backbone weights from a local file; the classifier head is never loaded."""
+    if path.suffix == ".npz":
+        if not path.is_file():
+            raise UserError(f"weights file {path} does not exist")
+        if not hasattr(model, "load_pretrained"):
+            raise UserError(f"weights file {path}: .npz checkpoints are only supported for ViT")
+        try:
+            model.load_pretrained(str(path))
+        except Exception as err:
+            raise UserError(f"weights file {path} does not fit this architecture ({err})") from None
+        return
+    state = read_state_dict(path)
+    head_prefix = _head_prefix(model)
+    state = {k: v for k, v in state.items() if not k.startswith(head_prefix)}
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith(head_prefix)}
+    for key, value in own.items():
+        if key not in state:
+            raise UserError(f"weights file {path} is for another architecture: missing key {key!r}")
+        if tuple(state[key].shape) != tuple(value.shape):
+            raise UserError(
+                f"weights file {path} is for another architecture: key {key!r} has shape "
+                f"{tuple(state[key].shape)}, expected {tuple(value.shape)}"
+            )
+    extra = sorted(set(state) - set(own))
+    if extra:
+        raise UserError(f"weights file {path} is for another architecture: unexpected key {extra[0]!r}")
+    model.load_state_dict(state, strict=False)
+
+
+def _head_prefix(model: nn.Module) -> str:
+    head = model.get_classifier()
+    for name, module in model.named_modules():
+        if module is head:
+            return name + "."
+    return "head."

@@ -1,0 +1,69 @@
+"""``python -m heartbench <command>``: the one command line of heartbench.
+
+Each command lives in its own module, which provides ``add_arguments(parser)`` and
+``main(args) -> int``. Modules are imported only when their command runs, so ``--help``
+and the light commands (``tables``, ``check``) never pay for importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from heartbench.errors import UserError, closest
+
+# command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("heartbench.launch", "expand a suite TOML into runs and execute them (local or Slurm)"),
+    "tables": ("heartbench.report.build", "rebuild the paper's LaTeX tables and figures into paper/"),
+    "methods": ("heartbench.methods_cmd", "list registered methods with parameter counts and stored size"),
+    "bench": ("heartbench.bench", "measure step time, memory and throughput of every method"),
+    "data": ("heartbench.data.cli", "write synthetic or VTAB-mini datasets in the VTAB-1K layout"),
+    "pretrain": ("heartbench.pretrain", "pretrain the small CPU-twin backbones on Fashion-MNIST"),
+    "check": ("heartbench.report.check", "check stored results against the paper's reported numbers"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports mistakes in one line with exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="heartbench",
+        description="Reproducible PETL benchmark for vision transformers (Heart-LoRA and baselines).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (module, help_text) in COMMANDS.items():
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd.set_defaults(_module=module)
+        importlib.import_module(module).add_arguments(cmd)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        print(
+            f"heartbench: error: unknown command {argv[0]!r}{closest(argv[0], COMMANDS)};"
+            f" expected one of: {', '.join(COMMANDS)}",
+            file=sys.stderr,
+        )
+        return 2
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(importlib.import_module(args._module).main(args) or 0)
+    except UserError as err:
+        print(f"heartbench {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("heartbench: interrupted", file=sys.stderr)
+        return 130
