@@ -94,8 +94,11 @@ class Backbone:
 
     @property
     def input_size(self) -> int:
-        return int(self.model.pretrained_cfg.get("input_size", (3, 224, 224))[-1]) \
-            if "img_size" not in self.kwargs else int(self.kwargs["img_size"])
+        """Side of the square input image the model expects."""
+        size = getattr(getattr(self.model, "patch_embed", None), "img_size", None)
+        if size is not None:
+            return int(size[0] if isinstance(size, (tuple, list)) else size)
+        return int(self.model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
 
     def head_parameters(self) -> list[nn.Parameter]:
         return list(self.head.parameters())
@@ -150,6 +153,17 @@ def build_backbone(
     return backbone
 
 
+def meta_backbone(name: str, **kwargs: Any) -> Backbone:
+    """The backbone's structure without weights or memory (meta device): for config checks."""
+    arch, preset_kwargs = resolve_name(name)
+    with torch.device("meta"):
+        model = timm.create_model(arch.split(".")[0], pretrained=False,
+                                  **{**preset_kwargs, **kwargs})
+    arch_kind = "swin" if "swin" in arch else "vit"
+    return Backbone(model=model, name=name, arch=arch_kind, num_classes=0, weights=None,
+                    kwargs=dict(kwargs), sites=find_sites(model))
+
+
 def find_sites(model: nn.Module) -> list[AttentionSite]:
     """Every block's attention, in forward order (ViT: blocks; Swin: layers[s].blocks)."""
     sites: list[AttentionSite] = []
@@ -185,19 +199,26 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_weights(model: nn.Module, path: Path) -> None:
-    """Load backbone weights from a local file; the classifier head is never loaded."""
+def check_weights_file(path: Path, name: str, kwargs: dict[str, Any]) -> None:
+    """Fail early (before any job) if ``path`` is missing, unreadable or for another model."""
     if path.suffix == ".npz":
         if not path.is_file():
             raise UserError(f"weights file {path} does not exist")
-        if not hasattr(model, "load_pretrained"):
-            raise UserError(f"weights file {path}: .npz checkpoints are only supported for ViT")
         try:
-            model.load_pretrained(str(path))
+            import numpy as np
+
+            with np.load(path) as archive:
+                if not archive.files:
+                    raise ValueError("empty archive")
         except Exception as err:
-            raise UserError(f"weights file {path} does not fit this architecture ({err})") from None
+            raise UserError(f"weights file {path} is not a readable .npz ({type(err).__name__})") from None
         return
-    state = read_state_dict(path)
+    model = meta_backbone(name, **kwargs).model
+    _check_keys(path, model, read_state_dict(path))
+
+
+def _check_keys(path: Path, model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The checkpoint without its head, after checking it fits ``model`` key by key."""
     head_prefix = _head_prefix(model)
     state = {k: v for k, v in state.items() if not k.startswith(head_prefix)}
     own = {k: v for k, v in model.state_dict().items() if not k.startswith(head_prefix)}
@@ -212,6 +233,22 @@ def load_weights(model: nn.Module, path: Path) -> None:
     extra = sorted(set(state) - set(own))
     if extra:
         raise UserError(f"weights file {path} is for another architecture: unexpected key {extra[0]!r}")
+    return state
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Load backbone weights from a local file; the classifier head is never loaded."""
+    if path.suffix == ".npz":
+        if not path.is_file():
+            raise UserError(f"weights file {path} does not exist")
+        if not hasattr(model, "load_pretrained"):
+            raise UserError(f"weights file {path}: .npz checkpoints are only supported for ViT")
+        try:
+            model.load_pretrained(str(path))
+        except Exception as err:
+            raise UserError(f"weights file {path} does not fit this architecture ({err})") from None
+        return
+    state = _check_keys(path, model, read_state_dict(path))
     model.load_state_dict(state, strict=False)
 
 

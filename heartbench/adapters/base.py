@@ -59,7 +59,10 @@ class MethodConfig:
                     f"{where}: unknown key {key!r}{closest(key, known)}; allowed: {', '.join(known)}"
                 )
             _check_type(where, key, value, known[key].default)
-        return cls(**values)
+        try:
+            return cls(**values)
+        except UserError as err:
+            raise UserError(f"{where}: {err}") from None
 
 
 def _check_type(where: str, key: str, value: Any, default: Any) -> None:
@@ -121,6 +124,13 @@ class Method:
 
     def on_epoch_end(self, epoch: int) -> None:
         """Called after each epoch's optimisation steps (0-based)."""
+
+    def nominal_state(self) -> None:
+        """Put an untrained method in the shape its stored size is reported for.
+
+        Most methods store the same tensors before and after training; Heart-LoRA drops
+        masked heads, so it applies a mask of its configured size here.
+        """
 
     def record_extras(self) -> dict[str, Any]:
         """JSON-able facts for the run record (e.g. Heart-LoRA's scores and mask)."""

@@ -167,6 +167,9 @@ class HeartLoRA(BiLoRA):
                 delta: LowRankDelta = self.modules[f"layer{site.layer}.{target}"]
                 delta.set_row_mask(rows)
 
+    def nominal_state(self) -> None:
+        self.apply_mask(self.compute_mask())
+
     # -- trainer hooks ----------------------------------------------------------
     def on_train_start(self, epochs: int, warmup_epochs: int, steps_per_epoch: int) -> None:
         if self.mask_epoch < 0:

@@ -12,7 +12,7 @@ Storage: the k-bit codes packed into bytes plus the fp32 (mean, std) of the matr
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ def check_bits(bits: int, where: str = "bits") -> None:
         raise UserError(f"{where}: {bits!r} is not supported; expected one of {VALID_BITS}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def normal_levels(bits: int) -> tuple[np.ndarray, np.ndarray]:
     """(levels, thresholds) of the k-bit standard-normal quantiser, ascending."""
     n = 2**bits

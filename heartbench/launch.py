@@ -1,0 +1,288 @@
+"""``python -m heartbench run SUITE.toml``: plan, check, dispatch through submitit, summarise.
+
+Executors (submitit): ``local`` runs ``--jobs`` worker processes on this machine, each
+working through its share of the runs; ``debug`` runs everything in this process;
+``slurm`` submits one job-array task per run (``array_parallelism`` caps how many run at
+once) and returns; ``auto`` picks slurm when ``sbatch`` is on PATH, else local.
+
+Every job is checkpointable: on preemption or timeout submitit requeues it, and the run
+resumes from its last completed epoch. A run whose record exists is skipped (``--force``
+reruns it); a claim file per run keeps two launches from running the same run twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import shutil
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from heartbench.errors import UserError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("suite", help="the suite TOML file, e.g. suites/vtab1k.toml")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan (one line per run) without touching data or models")
+    parser.add_argument("--executor", choices=("auto", "local", "debug", "slurm"),
+                        help="where runs execute (default: the suite's launcher.executor, else auto)")
+    parser.add_argument("--results-dir", default="results", help="where records go (default: results)")
+    parser.add_argument("--data-root", help="override the suite's data_root")
+    parser.add_argument("--only", action="append", metavar="PATTERN",
+                        help="run only runs whose task, method, label or run id matches this glob"
+                             " (repeatable)")
+    parser.add_argument("--force", action="store_true", help="rerun runs that already have a record")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="local executor: worker processes (default 1; 2 CPU cores suit 1)")
+    parser.add_argument("--no-wait", action="store_true",
+                        help="submit and return without waiting (always so for slurm)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from heartbench.suite import load_suite
+
+    started = time.time()
+    suite = load_suite(args.suite, data_root=args.data_root)
+    runs = select(suite.runs, args.only)
+    if args.dry_run:
+        print_plan(suite, runs, time.time() - started)
+        return 0
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be >= 1, got {args.jobs}")
+    results_dir = Path(args.results_dir)
+    check_writable(results_dir)
+    check_inputs(suite, runs)
+    todo = [r for r in runs if args.force or not is_done(results_dir, r)]
+    print(f"{suite.name}: {len(runs)} runs, {len(runs) - len(todo)} already done,"
+          f" {len(todo)} to run")
+    if not todo:
+        return 0
+    executor = args.executor or suite.launcher["executor"]
+    if executor == "auto":
+        executor = "slurm" if shutil.which("sbatch") else "local"
+    jobs = submit(executor, suite, todo, results_dir, args)
+    if executor == "slurm" or args.no_wait:
+        print(f"submitted {len(jobs)} job(s) with the {executor} executor:"
+              f" {', '.join(str(j.job_id) for j in jobs[:10])}{' ...' if len(jobs) > 10 else ''}")
+        print("rerun the same command later to skip finished runs and resubmit the rest")
+        return 0
+    outcomes = [o for job in jobs for o in job.result()]
+    return summarise(outcomes)
+
+
+def select(runs: list[Any], patterns: list[str] | None) -> list[Any]:
+    if not patterns:
+        return runs
+    def hit(run: Any) -> bool:
+        fields = (run.task, run.method, run.label, run.run_id)
+        return any(fnmatch.fnmatch(f, p) for p in patterns for f in fields)
+    return [r for r in runs if hit(r)]
+
+
+def print_plan(suite: Any, runs: list[Any], seconds: float) -> None:
+    for run in runs:
+        print(run.describe())
+    tasks = len({r.task for r in runs})
+    labels = len({r.label for r in runs})
+    epochs = sum(r.train["epochs"] for r in runs)
+    print(f"plan: {len(runs)} runs ({tasks} tasks x {labels} methods/variants, grids and seeds"
+          f" expanded), {epochs} training epochs in all; suite {suite.name}, benchmark"
+          f" {suite.benchmark}, eval protocol {suite.eval_protocol}; planned in {seconds:.2f} s")
+
+
+def check_writable(results_dir: Path) -> None:
+    try:
+        results_dir.mkdir(parents=True, exist_ok=True)
+        probe = results_dir / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise UserError(f"results directory {results_dir} is not writable ({err.strerror})") from None
+
+
+def check_inputs(suite: Any, runs: list[Any]) -> None:
+    """Data and weights problems surface here, before any job is submitted."""
+    from heartbench.data.tasks import is_fewshot
+
+    tasks = sorted({r.task for r in runs})
+    if suite.benchmark == "synth" and not Path(suite.data_root).exists():
+        # Synthetic data is deterministic and cheap: make it rather than fail.
+        from heartbench.data.synth import write_synth
+
+        print(f"writing the synthetic dataset to {suite.data_root} (first use)")
+        write_synth(suite.data_root)
+    if is_fewshot(suite.benchmark):
+        from heartbench.data.fewshot import validate_fewshot
+
+        shots = sorted({r.shots for r in runs})
+        seeds = sorted({r.seed for r in runs})
+        validate_fewshot(suite.data_root, suite.benchmark, tasks, shots, seeds)
+    else:
+        from heartbench.data.vtab import validate_vtab
+
+        splits = ("train800", "val200", "train800val200", "test") \
+            if suite.eval_protocol == "val" else ("train800val200", "test")
+        validate_vtab(suite.data_root, suite.benchmark, tasks, splits)
+    weights = suite.backbone["weights"]
+    if weights not in (None, "timm"):
+        from heartbench.backbones import check_weights_file
+
+        check_weights_file(Path(weights), suite.backbone["name"], suite.backbone["kwargs"])
+
+
+def is_done(results_dir: Path, run: Any) -> bool:
+    from heartbench.results import record_path
+
+    path = record_path(results_dir, run.suite, run.run_id)
+    try:
+        return json.loads(path.read_text()).get("status") == "done"
+    except (OSError, ValueError):
+        return False
+
+
+# ---------------------------------------------------------------------------
+# Submission
+# ---------------------------------------------------------------------------
+def submit(executor_name: str, suite: Any, todo: list[Any], results_dir: Path,
+           args: argparse.Namespace) -> list[Any]:
+    import submitit
+
+    folder = results_dir / suite.name / ".submitit" / "%j"
+    launcher = suite.launcher
+    cluster = {"local": "local", "debug": "debug", "slurm": "slurm"}[executor_name]
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    params: dict[str, Any] = {"timeout_min": int(launcher.get("timeout_min", 24 * 60)),
+                              "name": f"heartbench-{suite.name}"}
+    if cluster == "slurm":
+        params.update(slurm_array_parallelism=int(launcher.get("array_parallelism", 32)),
+                      cpus_per_task=int(launcher.get("cpus_per_task", 8)),
+                      gpus_per_node=int(launcher.get("gpus_per_node", 1)),
+                      mem_gb=launcher.get("mem_gb", 32))
+        if "partition" in launcher:
+            params["slurm_partition"] = launcher["partition"]
+        if launcher.get("slurm_extra"):
+            params["slurm_additional_parameters"] = dict(launcher["slurm_extra"])
+        shards = [[run] for run in todo]  # one array task per run
+    else:
+        n = min(args.jobs, len(todo))
+        shards = [todo[i::n] for i in range(n)]
+    executor.update_parameters(**params)
+    job = RunShard()
+    progress = cluster == "debug" and sys.stderr.isatty()
+    return executor.map_array(job, shards, [str(results_dir)] * len(shards),
+                              [args.force] * len(shards), [progress] * len(shards))
+
+
+def summarise(outcomes: list[dict[str, Any]]) -> int:
+    failed = [o for o in outcomes if o["status"] == "failed"]
+    done = [o for o in outcomes if o["status"] == "done"]
+    skipped = [o for o in outcomes if o["status"] in ("skipped", "claimed")]
+    print(f"finished: {len(done)} done, {len(failed)} failed, {len(skipped)} skipped")
+    for o in failed:
+        print(f"  FAILED {o['run_id']} {o['task']} {o['label']}: {o['reason']}")
+    return 1 if failed else 0
+
+
+# ---------------------------------------------------------------------------
+# What a job runs
+# ---------------------------------------------------------------------------
+try:
+    from submitit.helpers import Checkpointable as _Checkpointable
+except ImportError:  # pragma: no cover - submitit is a dependency
+    _Checkpointable = object  # type: ignore[assignment,misc]
+
+
+class RunShard(_Checkpointable):
+    """Run a list of RunSpecs one after another; requeued as is on preemption.
+
+    A requeued shard skips runs whose record exists and resumes the interrupted run from
+    its epoch checkpoint, so preemption costs at most one epoch.
+    """
+
+    def __call__(self, specs: list[Any], results_dir: str, force: bool, progress: bool
+                 ) -> list[dict[str, Any]]:
+        from heartbench.train import execute
+
+        outcomes = []
+        for spec in specs:
+            outcome = {"run_id": spec.run_id, "task": spec.task, "label": spec.label}
+            if not force and is_done(Path(results_dir), spec):
+                outcomes.append({**outcome, "status": "skipped"})
+                continue
+            with Claim(Path(results_dir) / spec.suite / f"{spec.run_id}.claim") as claim:
+                if not claim.held:
+                    outcomes.append({**outcome, "status": "claimed"})
+                    continue
+                if not force and is_done(Path(results_dir), spec):  # finished meanwhile
+                    outcomes.append({**outcome, "status": "skipped"})
+                    continue
+                record = execute(spec, results_dir, progress=progress)
+            reason = (record.get("error") or {}).get("reason")
+            outcomes.append({**outcome, "status": record["status"], "reason": reason})
+        return outcomes
+
+
+def _job_id() -> str:
+    return os.environ.get("SLURM_ARRAY_JOB_ID", "") + "_" + os.environ.get(
+        "SLURM_ARRAY_TASK_ID", os.environ.get("SLURM_JOB_ID", ""))
+
+
+class Claim:
+    """An exclusive claim file per run; a claim whose holder died is taken over.
+
+    The file holds host, pid and Slurm job id. It is stale when its process is gone
+    (same host) or when it belongs to this very (requeued) Slurm job.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.held = path, False
+
+    def __enter__(self) -> Claim:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = {"host": socket.gethostname(), "pid": os.getpid(), "job": _job_id()}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                if not self._stale():
+                    return self
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self.held = True
+            return self
+        return self
+
+    def _stale(self) -> bool:
+        try:
+            holder = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return True  # torn claim: its writer died mid-write
+        if holder.get("job") and holder.get("job") == _job_id() and holder["job"] != "_":
+            return True
+        if holder.get("host") == socket.gethostname():
+            return not _alive(int(holder.get("pid", -1)))
+        return False
+
+    def __exit__(self, *exc: object) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

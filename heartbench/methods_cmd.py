@@ -1,0 +1,64 @@
+"""``python -m heartbench methods``: every registered method, its size on a backbone.
+
+The backbone is built without weights. For each method with its default config: trainable
+adapter parameters (head excluded), stored bytes (exactly what ``save_adapter`` writes for
+the method, head excluded) and MiB (2^20 bytes, the paper's "MB"). Table 1's Size column is
+this computation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backbone", default="vit_base_patch16_224",
+                        help="timm model name or preset (default: vit_base_patch16_224)")
+    parser.add_argument("--num-classes", type=int, default=100,
+                        help="classes of the head, reported separately (default 100)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def method_rows(backbone_name: str, num_classes: int = 100) -> list[dict[str, Any]]:
+    import torch
+
+    from heartbench.adapters import METHODS, create_method
+    from heartbench.backbones import build_backbone
+
+    rows = []
+    for name in sorted(METHODS):
+        torch.manual_seed(0)
+        backbone = build_backbone(backbone_name, num_classes)
+        method = create_method(name)
+        method.check_backbone(backbone)
+        method.attach(backbone)
+        method.nominal_state()
+        stored = method.stored_bytes()
+        rows.append({
+            "method": name, "trainable_params": method.num_trainable(), "stored_bytes": stored,
+            "stored_mib": stored / 2**20, "mergeable": method.mergeable,
+            "head_params": sum(p.numel() for p in backbone.head_parameters()),
+            "config": method.config.to_dict(),
+        })
+    return rows
+
+
+def main(args: argparse.Namespace) -> int:
+    from heartbench.errors import UserError
+
+    if args.num_classes < 1:
+        raise UserError(f"--num-classes must be >= 1, got {args.num_classes}")
+    rows = method_rows(args.backbone, args.num_classes)
+    if args.json:
+        print(json.dumps({"backbone": args.backbone, "methods": rows}, indent=2))
+        return 0
+    print(f"backbone {args.backbone} (no weights); head excluded"
+          f" ({rows[0]['head_params'] if rows else 0:,} params for {args.num_classes} classes)")
+    print(f"{'method':<12} {'trainable params':>17} {'stored bytes':>13} {'MiB':>8}  merge  config")
+    for r in rows:
+        config = " ".join(f"{k}={v}" for k, v in r["config"].items())
+        print(f"{r['method']:<12} {r['trainable_params']:>17,} {r['stored_bytes']:>13,}"
+              f" {r['stored_mib']:>8.3f}  {'yes' if r['mergeable'] else 'no ':<5}  {config}")
+    return 0

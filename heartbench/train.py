@@ -1,0 +1,381 @@
+"""The training protocol: one run from a RunSpec to a stored record.
+
+Paper defaults (Table 9, protocol.md): AdamW, lr 1e-3 (few-shot 5e-3), weight decay 1e-4 on
+every trainable tensor, batch 64 with drop_last, 100 epochs, timm's CosineLRScheduler with
+10 warm-up epochs (warmup_lr_init 1e-6, lr_min 1e-5) stepped once per epoch, plain
+cross-entropy. Methods get the hooks ``on_train_start``/``on_epoch_start``/``on_epoch_end``
+(Heart-LoRA scores and masks there); the trainer knows nothing of any method.
+
+Evaluation protocols (named in every record):
+- ``last``: train on train800val200, report the final epoch's test accuracy (default);
+- ``val``: for each point of the grid train on train800 and evaluate val200, pick the best,
+  retrain it on train800val200 and report its test accuracy;
+- ``best_of_test``: test every ``eval_every`` epochs and report the maximum (what the
+  reference code does; it selects on the test set: for comparison only).
+
+Resume: after every epoch the run's state (trainable tensors, optimiser, scheduler, method
+state, RNG states, history) is written atomically to ``<run_id>.<phase>.ckpt``; the
+previous checkpoint is kept as ``.prev`` so a torn write falls back one epoch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+import heartbench
+from heartbench.adapters import create_method, save_adapter
+from heartbench.adapters.base import Method
+from heartbench.backbones import Backbone, build_backbone
+from heartbench.suite import RunSpec
+
+VTAB_SPLITS = {"train": "train800val200", "search_train": "train800", "search_val": "val200",
+               "test": "test"}
+
+
+class Diverged(Exception):
+    """The loss became NaN or infinite."""
+
+    def __init__(self, epoch: int, reason: str) -> None:
+        super().__init__(f"epoch {epoch}: {reason}")
+        self.epoch, self.reason = epoch, reason
+
+
+def log(message: str) -> None:
+    """A line for the job's log (stderr): the trainer never prints to stdout."""
+    print(f"[heartbench] {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------
+# Set-up
+# ---------------------------------------------------------------------------
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def make_dataset(spec: RunSpec, split: str, image_size: int, train: bool) -> Any:
+    """The dataset of one split ('train', 'search_train', 'search_val', 'test')."""
+    from heartbench.data import transforms
+    from heartbench.data.tasks import resolve_task
+
+    info = resolve_task(spec.benchmark, spec.task)
+    if spec.shots is not None:
+        from heartbench.data.fewshot import FewShotDataset
+
+        name = {"train": "train", "search_train": "train", "search_val": "val",
+                "test": "test"}[split]
+        transform = (transforms.fewshot_train_transform(image_size) if train
+                     else transforms.fewshot_test_transform(image_size))
+        return FewShotDataset(spec.data_root, info, name, spec.shots, spec.seed, transform)
+    from heartbench.data.vtab import VTABDataset
+
+    transform = transforms.vtab_transform(image_size, normalize=spec.train["normalize"])
+    return VTABDataset(spec.data_root, info, VTAB_SPLITS[split], transform)
+
+
+def make_loader(dataset: Any, spec: RunSpec, train: bool, generator: torch.Generator
+                ) -> DataLoader:
+    return DataLoader(dataset, batch_size=spec.train["batch_size"], shuffle=train,
+                      drop_last=train and len(dataset) >= spec.train["batch_size"],
+                      num_workers=spec.train["num_workers"], generator=generator,
+                      pin_memory=False, persistent_workers=False)
+
+
+def build(spec: RunSpec, method_config: dict[str, Any], device: torch.device
+          ) -> tuple[Backbone, Method]:
+    b = spec.backbone
+    backbone = build_backbone(b["name"], spec.num_classes, weights=b["weights"],
+                              drop_path_rate=b["drop_path_rate"], **b["kwargs"])
+    method = create_method(spec.method, method_config)
+    method.attach(backbone)
+    backbone.model.to(device)
+    return backbone, method
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Atomic: write a temp file, keep the last good one as .prev, then rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    if path.exists():
+        os.replace(path, path.with_name(path.name + ".prev"))
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any] | None:
+    """The newest readable checkpoint (falling back to .prev), or None to start afresh."""
+    for candidate in (path, path.with_name(path.name + ".prev")):
+        if not candidate.exists():
+            continue
+        try:
+            state = torch.load(candidate, map_location="cpu", weights_only=False)
+            if not isinstance(state, dict) or "epoch" not in state:
+                raise ValueError("no epoch in checkpoint")
+            log(f"resuming from {candidate.name} after epoch {state['epoch'] + 1}")
+            return state
+        except Exception as err:  # a torn or foreign file: say so and try the previous one
+            log(f"checkpoint {candidate} is unreadable ({type(err).__name__}: {err});"
+                " falling back")
+    if path.exists() or path.with_name(path.name + ".prev").exists():
+        log("no readable checkpoint: starting from scratch")
+    return None
+
+
+def trainable_state(backbone: Backbone, method: Method) -> dict[str, torch.Tensor]:
+    names = {id(p) for p in method.trainable_parameters() + backbone.head_parameters()}
+    state = {}
+    for name, p in backbone.model.named_parameters():
+        if id(p) in names:
+            state[name] = p.detach().cpu().clone()
+    for name, buf in backbone.model.named_buffers():
+        state[name] = buf.detach().cpu().clone()
+    return state
+
+
+# ---------------------------------------------------------------------------
+# One training phase
+# ---------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> float:
+    model.eval()
+    correct = total = 0
+    for images, labels in loader:
+        images, labels = images.to(device), labels.to(device)
+        with autocast(device):
+            logits = model(images)
+        correct += (logits.argmax(dim=-1) == labels).sum().item()
+        total += labels.numel()
+    return 100.0 * correct / max(total, 1)
+
+
+def autocast(device: torch.device) -> Any:
+    """bf16 autocast on CUDA; a no-op context on CPU (fp32 keeps CPU runs exact)."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                          enabled=device.type == "cuda")
+
+
+def train_phase(spec: RunSpec, method_config: dict[str, Any], train_split: str,
+                eval_split: str, ckpt: Path | None, progress: bool = False
+                ) -> dict[str, Any]:
+    """Train one configuration; return accuracies, history, method extras and the method."""
+    from timm.scheduler import CosineLRScheduler
+
+    t = spec.train
+    seed_everything(spec.seed)
+    device = resolve_device(t["device"])
+    backbone, method = build(spec, method_config, device)
+    size = backbone.input_size
+    generator = torch.Generator().manual_seed(spec.seed)
+    train_loader = make_loader(make_dataset(spec, train_split, size, True), spec, True, generator)
+    eval_loader = make_loader(make_dataset(spec, eval_split, size, False), spec, False,
+                              torch.Generator())
+    params = method.trainable_parameters() + backbone.head_parameters()
+    optimizer = torch.optim.AdamW(params, lr=t["lr"], weight_decay=t["weight_decay"])
+    scheduler = CosineLRScheduler(optimizer, t_initial=t["epochs"], warmup_t=t["warmup_epochs"],
+                                  warmup_lr_init=t["warmup_lr_init"], lr_min=t["min_lr"])
+    steps = len(train_loader) if not t["max_train_batches"] else min(len(train_loader),
+                                                                         t["max_train_batches"])
+    method.on_train_start(t["epochs"], t["warmup_epochs"], steps)
+    history: list[dict[str, Any]] = []
+    start = 0
+    state = load_checkpoint(ckpt) if ckpt is not None else None
+    if state is not None:
+        backbone.model.load_state_dict(state["model"], strict=False)
+        method.load_extra_state(state["method"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        generator.set_state(state["rng"]["loader"])
+        random.setstate(state["rng"]["python"])
+        np.random.set_state(state["rng"]["numpy"])
+        history, start = state["history"], state["epoch"] + 1
+    criterion = nn.CrossEntropyLoss()
+    bar = _bar(range(start, t["epochs"]), progress, f"{spec.task} {spec.label}")
+    for epoch in bar:
+        method.on_epoch_start(epoch)
+        backbone.model.train()
+        loss_sum = correct = seen = 0.0
+        for images, labels in itertools.islice(train_loader, steps):
+            images, labels = images.to(device), labels.to(device)
+            with autocast(device):
+                logits = backbone.model(images)
+                loss = criterion(logits.float(), labels)
+            if not torch.isfinite(loss):
+                raise Diverged(epoch + 1, f"loss is {loss.item()}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item() * labels.numel()
+            correct += (logits.argmax(-1) == labels).sum().item()
+            seen += labels.numel()
+        method.on_epoch_end(epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step(epoch + 1)
+        row = {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1),
+               "train_acc": 100.0 * correct / max(seen, 1), "lr": lr, "eval_acc": None}
+        last = epoch + 1 == t["epochs"]
+        if last or (spec.eval_protocol == "best_of_test" and (epoch + 1) % t["eval_every"] == 0):
+            row["eval_acc"] = evaluate(backbone.model, eval_loader, device)
+        history.append(row)
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['train_acc']:.1f}")
+        if ckpt is not None and not last:
+            save_checkpoint(ckpt, {
+                "epoch": epoch, "model": trainable_state(backbone, method),
+                "method": method.extra_state(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "history": history,
+                "rng": {"torch": torch.get_rng_state(), "loader": generator.get_state(),
+                        "python": random.getstate(), "numpy": np.random.get_state()}})
+    evals = [r["eval_acc"] for r in history if r["eval_acc"] is not None]
+    final = evals[-1]
+    reported = max(evals) if spec.eval_protocol == "best_of_test" else final
+    return {"acc": reported, "final_acc": final, "history": history, "method": method,
+            "backbone": backbone, "device": str(device)}
+
+
+def _bar(epochs: range, progress: bool, desc: str) -> Any:
+    if not progress:
+        return epochs
+    from tqdm import tqdm
+
+    return tqdm(epochs, desc=desc, unit="epoch", leave=False,
+                disable=not sys.stderr.isatty())
+
+
+# ---------------------------------------------------------------------------
+# A whole run: protocol, record, adapter file
+# ---------------------------------------------------------------------------
+def execute(spec: RunSpec, results_dir: str | Path, progress: bool = False) -> dict[str, Any]:
+    """Run ``spec`` under its eval protocol and write its record; return the record."""
+    from heartbench.results import record_path, write_record
+
+    started = time.time()
+    out_dir = record_path(results_dir, spec.suite, spec.run_id).parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = out_dir / f"{spec.run_id}.final.ckpt"
+    record = base_record(spec)
+    try:
+        config, selection = spec.method_config, None
+        if spec.eval_protocol == "val":
+            config, selection = select_on_val(spec, out_dir, progress)
+        result = train_phase(spec, config, "train", "test", ckpt, progress)
+    except Diverged as err:
+        record.update(status="failed", error={"epoch": err.epoch, "reason": err.reason},
+                      wall_time_s=round(time.time() - started, 3))
+        write_record(results_dir, record, overwrite=True)
+        _cleanup(out_dir, spec.run_id)
+        return record
+    method: Method = result["method"]
+    adapter_file = out_dir / f"{spec.run_id}.safetensors"
+    stored = save_adapter(method, adapter_file)
+    record.update(
+        status="done", method_config=config,
+        metrics={"test_acc": round(result["acc"], 4), "final_test_acc": round(result["final_acc"], 4),
+                 "val_acc": selection["best_val_acc"] if selection else None,
+                 "selection": selection, "history": result["history"]},
+        adapter={"stored_bytes": stored,
+                 "head_bytes": sum(p.numel() * p.element_size()
+                                   for p in result["backbone"].head_parameters()),
+                 "trainable_params": method.num_trainable(), "file": adapter_file.name},
+        device=result["device"], wall_time_s=round(time.time() - started, 3),
+        **method.record_extras())
+    write_record(results_dir, record, overwrite=True)
+    _cleanup(out_dir, spec.run_id)
+    return record
+
+
+def select_on_val(spec: RunSpec, out_dir: Path, progress: bool
+                  ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train each grid point on train800, keep the best on val200 (first wins ties)."""
+    keys = sorted(spec.search)
+    tried = []
+    for i, combo in enumerate(itertools.product(*(spec.search[k] for k in keys))):
+        config = {**spec.method_config, **dict(zip(keys, combo))}
+        ckpt = out_dir / f"{spec.run_id}.search{i}.ckpt"
+        result = train_phase(spec, config, "search_train", "search_val", ckpt, progress)
+        tried.append({"grid": dict(zip(keys, combo)), "val_acc": round(result["final_acc"], 4)})
+    best = max(range(len(tried)), key=lambda j: (tried[j]["val_acc"], -j))
+    config = {**spec.method_config, **tried[best]["grid"]}
+    return config, {"tried": tried, "best": tried[best]["grid"],
+                    "best_val_acc": tried[best]["val_acc"]}
+
+
+def _cleanup(out_dir: Path, run_id: str) -> None:
+    for path in out_dir.glob(f"{run_id}.*ckpt*"):
+        path.unlink(missing_ok=True)
+
+
+def base_record(spec: RunSpec) -> dict[str, Any]:
+    return {
+        "schema": 1, "run_id": spec.run_id, "status": None, "error": None,
+        "suite": spec.suite, "benchmark": spec.benchmark, "task": spec.task,
+        "group": spec.group, "shots": spec.shots, "method": spec.method, "label": spec.label,
+        "method_config": spec.method_config, "grid": spec.grid, "search": spec.search,
+        "backbone": spec.backbone, "train": spec.train, "seed": spec.seed,
+        "num_classes": spec.num_classes, "data_root": spec.data_root,
+        "eval_protocol": spec.eval_protocol, "metrics": None, "heart": None, "adapter": None,
+        "wall_time_s": None, "device": None,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": versions(), "git_commit": git_commit(),
+    }
+
+
+def versions() -> dict[str, str]:
+    import timm
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "timm": timm.__version__, "heartbench": heartbench.__version__,
+            "numpy": np.__version__}
+
+
+def git_commit() -> str | None:
+    """The commit of the heartbench checkout (with '+dirty' if it has local changes)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, capture_output=True, text=True, timeout=10).stdout
+        return head + ("+dirty" if dirty.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def spec_from_record(record: dict[str, Any]) -> RunSpec:
+    fields = RunSpec.__dataclass_fields__
+    return RunSpec(**{k: record[k] for k in fields if k in record})
+
+
+def rerun_record(record: dict[str, Any], data_root: str | None = None) -> float:
+    """Train the run of ``record`` again (no files written) and return its test accuracy."""
+    spec = spec_from_record(record)
+    if data_root is not None:
+        spec = RunSpec(**{**spec.to_dict(), "data_root": data_root})
+    config = record["method_config"]
+    result = train_phase(spec, config, "train", "test", ckpt=None)
+    return round(result["acc"], 4)
