@@ -1,8 +1,8 @@
 """``python -m heartbench <command>``: the one command line of heartbench.
 
 Each command lives in its own module, which provides ``add_arguments(parser)`` and
-``main(args) -> int``. Modules are imported only when their command runs, so ``--help``
-and the light commands (``tables``, ``check``) never pay for importing torch.
+``main(args) -> int``. Only the invoked command's module is imported, so ``--help`` and
+the light commands (``tables``, ``check``) never pay for importing torch.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module is imported to define its options."""
     parser = _Parser(
         prog="heartbench",
         description="Reproducible PETL benchmark for vision transformers (Heart-LoRA and baselines).",
@@ -41,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_text) in COMMANDS.items():
         cmd = sub.add_parser(name, help=help_text, description=help_text)
         cmd.set_defaults(_module=module)
-        importlib.import_module(module).add_arguments(cmd)
+        if name == command:
+            importlib.import_module(module).add_arguments(cmd)
     return parser
 
 
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    parser = build_parser()
+    parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

@@ -1,0 +1,170 @@
+"""`heartbench run`: a real suite end to end, resume by skipping, Slurm sbatch generation."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from heartbench.cli import main as cli
+from heartbench.results import load_records
+
+REPO = Path(__file__).resolve().parent.parent
+
+SUITE = """
+[suite]
+name = "mini"
+benchmark = "synth"
+data_root = "{data}"
+seeds = [0]
+
+[backbone]
+name = "vit_test"
+
+[train]
+epochs = 3
+warmup_epochs = 1
+batch_size = 16
+lr = 5e-3
+
+[launcher]
+partition = "gpu-long"
+gpus_per_node = 2
+cpus_per_task = 6
+timeout_min = 90
+array_parallelism = 3
+
+[[methods]]
+name = "lora"
+label = "LoRA"
+config = {{ rank = 4 }}
+tasks = ["colors", "position"]
+
+[[methods]]
+name = "heart_lora"
+label = "Heart-LoRA"
+config = {{ rank = 8, ne = 5 }}
+tasks = ["colors"]
+"""
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from heartbench.data.synth import write_synth
+
+    root = tmp_path_factory.mktemp("synth")
+    write_synth(root)
+    return root
+
+
+def suite_file(tmp_path: Path, data: Path) -> Path:
+    path = tmp_path / "mini.toml"
+    path.write_text(SUITE.format(data=data))
+    return path
+
+
+def test_local_run_writes_records_then_skips(tmp_path: Path, synth_root: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    suite = suite_file(tmp_path, synth_root)
+    results = tmp_path / "results"
+    assert cli(["run", str(suite), "--executor", "local", "--results-dir", str(results)]) == 0
+    frame = load_records(results).frame
+    assert len(frame) == 3 and set(frame["status"]) == {"done"}
+    for path in (results / "mini").glob("*.json"):
+        record = json.loads(path.read_text())
+        acc = record["metrics"]["test_acc"]
+        history = record["metrics"]["history"]
+        assert len(history) == 3 and all(h["loss"] > 0 for h in history)
+        assert acc == history[-1]["eval_acc"] and 0.0 <= acc <= 100.0
+        assert (path.parent / record["adapter"]["file"]).is_file()
+        assert record["versions"]["torch"] and record["run_id"] == path.stem
+        if record["method"] == "heart_lora":
+            mask = record["heart"]["mask"]
+            assert all(row.count(0) == 5 and len(row) == 12 for row in mask)
+            assert mask[0] == mask[1]  # global mode: the same heads in every layer
+            scores = record["heart"]["scores"]["taylor"]
+            assert len(scores) == 2 and len(scores[0]) == 2 and len(scores[0][0]) == 12
+    leftovers = [p.name for p in (results / "mini").iterdir()
+                 if p.suffix not in (".json", ".safetensors") and p.name != ".submitit"]
+    assert leftovers == []
+    capsys.readouterr()
+    mtimes = {p: p.stat().st_mtime_ns for p in (results / "mini").glob("*.json")}
+    assert cli(["run", str(suite), "--executor", "local", "--results-dir", str(results)]) == 0
+    assert "3 already done, 0 to run" in capsys.readouterr().out
+    assert mtimes == {p: p.stat().st_mtime_ns for p in (results / "mini").glob("*.json")}
+
+
+def test_stored_adapter_reproduces_the_record(tmp_path: Path, synth_root: Path) -> None:
+    """Adapter weights beside the record re-evaluate to the recorded accuracy."""
+    import torch
+
+    from heartbench.adapters import load_adapter
+    from heartbench.backbones import build_backbone
+    from heartbench.suite import load_suite
+    from heartbench.train import evaluate, make_dataset, make_loader
+
+    suite = suite_file(tmp_path, synth_root)
+    results = tmp_path / "results"
+    assert cli(["run", str(suite), "--executor", "debug", "--results-dir", str(results),
+                "--only", "Heart-LoRA"]) == 0
+    record = load_records(results).records[0]
+    spec = next(r for r in load_suite(suite).runs if r.run_id == record["run_id"])
+    torch.manual_seed(spec.seed)  # the backbone's random init must match the run's
+    backbone = build_backbone("vit_test", spec.num_classes, drop_path_rate=0.1)
+    load_adapter(results / "mini" / record["adapter"]["file"], backbone)
+    loader = make_loader(make_dataset(spec, "test", 32, False), spec, False, torch.Generator())
+    assert evaluate(backbone.model, loader, torch.device("cpu")) == pytest.approx(
+        record["metrics"]["test_acc"], abs=1e-3)
+
+
+def test_dry_run_prints_plan_without_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(["run", str(REPO / "suites" / "vtab1k.toml"), "--dry-run",
+                "--data-root", str(tmp_path / "nowhere")]) == 0
+    out = capsys.readouterr().out
+    assert "19 tasks" in out and not (tmp_path / "nowhere").exists()
+
+
+def test_missing_data_is_one_line_naming_the_path(tmp_path: Path) -> None:
+    missing = tmp_path / "no-vtab"
+    proc = subprocess.run([sys.executable, "-m", "heartbench", "run",
+                           str(REPO / "suites" / "vtab1k.toml"), "--data-root", str(missing),
+                           "--results-dir", str(tmp_path / "results")],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(missing) in lines[0] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "results" / "vtab1k").exists()
+
+
+def test_slurm_submission_writes_sbatch_with_requested_resources(
+        tmp_path: Path, synth_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stand-in sbatch on PATH records what submitit would submit to Slurm."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "sbatch_calls.txt"
+    fake = {"sbatch": f'#!/bin/sh\necho "$@" >> {log}\necho "Submitted batch job 4242"\n',
+            "srun": "#!/bin/sh\nexit 0\n",
+            "squeue": "#!/bin/sh\nexit 0\n", "sacct": "#!/bin/sh\nexit 0\n",
+            "scancel": "#!/bin/sh\nexit 0\n"}
+    for name, body in fake.items():
+        path = bin_dir / name
+        path.write_text(body)
+        path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    suite = suite_file(tmp_path, synth_root)
+    results = tmp_path / "results"
+    assert cli(["run", str(suite), "--executor", "slurm", "--results-dir", str(results)]) == 0
+    scripts = list((results / "mini" / ".submitit").rglob("*_submission.sh"))
+    assert len(scripts) == 1
+    text = scripts[0].read_text()
+    for line in ("#SBATCH --partition=gpu-long", "#SBATCH --gpus-per-node=2",
+                 "#SBATCH --cpus-per-task=6", "#SBATCH --time=90", "#SBATCH --array=0-2%3",
+                 "#SBATCH --signal=USR2@"):
+        assert line in text, line
+    assert "submitit" in text and log.read_text().strip()
+    assert load_records(results).frame.empty  # nothing ran here
