@@ -1,0 +1,147 @@
+"""Few-shot data in the NOAH / CoOp annotation layout.
+
+``<root>/<dataset>/annotations/train_meta.list.num_shot_{K}.seed_{S}``, ``val_meta.list``,
+``test_meta.list``; lines ``<relative path> <label>`` with paths relative to
+``<root>/<dataset>/images/`` (Stanford Cars' paths already start with cars_train/ or
+cars_test/).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from heartbench.data.tasks import TaskInfo, get_benchmark, resolve_task
+from heartbench.data.vtab import check_files_exist, load_rgb, parse_list
+from heartbench.errors import UserError, one_of
+
+FEWSHOT_SPLITS: tuple[str, ...] = ("train", "val", "test")
+SHOTS: tuple[int, ...] = (1, 2, 4, 8, 16)
+SEEDS: tuple[int, ...] = (0, 1, 2)
+FEWSHOT_LAYOUT = (
+    "<root>/<dataset>/annotations/train_meta.list.num_shot_<K>.seed_<S> (and val_meta.list,"
+    " test_meta.list) with lines '<path under images/> <label>'"
+)
+
+
+def annotation_name(split: str, shots: int | None = None, seed: int | None = None) -> str:
+    """File name of one split's annotation list."""
+    if split not in FEWSHOT_SPLITS:
+        raise one_of("few-shot split", split, FEWSHOT_SPLITS)
+    if split == "train":
+        if shots is None or seed is None:
+            raise UserError("the few-shot train split needs both shots and seed")
+        return f"train_meta.list.num_shot_{shots}.seed_{seed}"
+    return f"{split}_meta.list"
+
+
+def dataset_dir(root: str | os.PathLike, info: TaskInfo) -> Path:
+    """The folder of a dataset under ``root``, accepting any of its alias names."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(
+            f"{info.benchmark} data root {root} does not exist or is not a folder;"
+            f" expected {FEWSHOT_LAYOUT}"
+        )
+    for name in info.folder_names:
+        if (root / name).is_dir():
+            return root / name
+    tried = ", ".join(info.folder_names)
+    raise UserError(
+        f"no folder for dataset {info.name!r} under {root} (tried {tried}); expected"
+        f" {root / info.name}/annotations/train_meta.list.num_shot_<K>.seed_<S> and"
+        f" {root / info.name}/images/"
+    )
+
+
+def read_fewshot_list(
+    root: str | os.PathLike,
+    info: TaskInfo,
+    split: str,
+    shots: int | None = None,
+    seed: int | None = None,
+) -> list[tuple[Path, int]]:
+    """Samples (absolute image path, label) of one split; train needs shots and seed."""
+    name = annotation_name(split, shots, seed)
+    folder = dataset_dir(root, info)
+    list_path = folder / "annotations" / name
+    expected = f"{list_path} with lines '<path under {folder / 'images'}/> <label>'"
+    return parse_list(list_path, folder / "images", info.num_classes, expected)
+
+
+class FewShotDataset:
+    """One split of a few-shot dataset (``shots`` and ``seed`` pick the train list)."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        info: TaskInfo,
+        split: str,
+        shots: int | None = None,
+        seed: int | None = None,
+        transform: Callable[[Image.Image], Any] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.info = info
+        self.split = split
+        self.shots = shots
+        self.seed = seed
+        self.transform = transform
+        self.samples = read_fewshot_list(root, info, split, shots, seed)
+        self.targets = [label for _, label in self.samples]
+
+    @property
+    def num_classes(self) -> int:
+        return self.info.num_classes
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        path, label = self.samples[index]
+        img = load_rgb(path)
+        return (self.transform(img) if self.transform is not None else img), label
+
+    def __repr__(self) -> str:
+        extra = f", shots={self.shots}, seed={self.seed}" if self.split == "train" else ""
+        return (
+            f"FewShotDataset({self.info.benchmark}/{self.info.name}, split={self.split!r}"
+            f"{extra}, n={len(self)})"
+        )
+
+
+def validate_fewshot(
+    root: str | os.PathLike,
+    benchmark: str,
+    datasets: Iterable[str] | None = None,
+    shots: Iterable[int] = SHOTS,
+    seeds: Iterable[int] = SEEDS,
+    splits: Iterable[str] = ("train", "test"),
+) -> None:
+    """Check the annotation lists and images of ``datasets`` before any job runs.
+
+    Same checks as :func:`heartbench.data.vtab.validate_vtab`; the train split is checked
+    for every (shots, seed) pair.
+    """
+    names = list(get_benchmark(benchmark)) if datasets is None else list(datasets)
+    shots, seeds, splits = list(shots), list(seeds), list(splits)
+    for split in splits:
+        annotation_name(split, 1, 0)
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(
+            f"{benchmark} data root {root} does not exist or is not a folder;"
+            f" expected {FEWSHOT_LAYOUT}"
+        )
+    for name in names:
+        info = resolve_task(benchmark, name)
+        folder = dataset_dir(root, info)
+        for split in splits:
+            pairs = [(k, s) for k in shots for s in seeds] if split == "train" else [(None, None)]
+            for k, s in pairs:
+                list_path = folder / "annotations" / annotation_name(split, k, s)
+                check_files_exist(read_fewshot_list(root, info, split, k, s), list_path)

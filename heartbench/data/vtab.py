@@ -1,0 +1,191 @@
+"""VTAB-1K data in the layout every public PETL repository uses.
+
+``<root>/<task>/{train800,val200,train800val200,test}.txt``, one line per image:
+``images/<split>/000123.jpg <label>``, the path relative to the task folder.
+
+The datasets here are plain map-style datasets (``__len__`` / ``__getitem__``): they work
+with ``torch.utils.data.DataLoader`` without this module importing torch, so that the
+validation can run in light processes before any job starts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from heartbench.data.tasks import TaskInfo, get_benchmark, resolve_task
+from heartbench.errors import UserError, one_of
+
+VTAB_SPLITS: tuple[str, ...] = ("train800", "val200", "train800val200", "test")
+VTAB_LAYOUT = (
+    "<root>/<task>/train800val200.txt (likewise train800, val200, test) with lines"
+    " 'images/x.jpg <label>'"
+)
+
+
+def load_rgb(path: str | os.PathLike) -> Image.Image:
+    """Open an image and return it decoded as RGB (greyscale -> 3 channels)."""
+    with Image.open(path) as img:
+        return img.convert("RGB")
+
+
+def parse_list(
+    list_path: Path, base: Path, num_classes: int, expected: str
+) -> list[tuple[Path, int]]:
+    """Read ``<relative path> <label>`` lines; paths are resolved against ``base``.
+
+    Raises a one-line UserError naming the file and line for a missing or bad label.
+    ``expected`` describes the layout in the message.
+    """
+    if not list_path.is_file():
+        raise UserError(f"missing list file {list_path}; expected {expected}")
+    samples: list[tuple[Path, int]] = []
+    with open(list_path, encoding="utf-8") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            line = raw.strip()
+            if not line:
+                continue
+            # rsplit: file names may contain spaces, the label never does.
+            parts = line.rsplit(maxsplit=1)
+            if len(parts) != 2:
+                raise UserError(
+                    f"{list_path} line {lineno}: {line!r} has no label; expected {expected}"
+                )
+            rel, label_text = parts
+            try:
+                label = int(label_text)
+            except ValueError:
+                raise UserError(
+                    f"{list_path} line {lineno}: label {label_text!r} is not an integer;"
+                    f" expected {expected}"
+                ) from None
+            if not 0 <= label < num_classes:
+                raise UserError(
+                    f"{list_path} line {lineno}: label {label} outside [0, {num_classes})"
+                    f" for a task with {num_classes} classes"
+                )
+            samples.append((base / rel, label))
+    if not samples:
+        raise UserError(f"list file {list_path} is empty; expected {expected}")
+    return samples
+
+
+def check_files_exist(samples: list[tuple[Path, int]], list_path: Path) -> None:
+    """Every listed image must exist: one directory listing per folder, not one stat each."""
+    by_dir: dict[Path, list[Path]] = {}
+    for path, _ in samples:
+        by_dir.setdefault(path.parent, []).append(path)
+    for folder, paths in by_dir.items():
+        try:
+            present = set(os.listdir(folder))
+        except OSError:
+            raise UserError(
+                f"{list_path}: image folder {folder} does not exist (listed image {paths[0]})"
+            ) from None
+        for path in paths:
+            if path.name not in present:
+                raise UserError(f"{list_path}: listed image {path} does not exist")
+
+
+def task_dir(root: str | os.PathLike, info: TaskInfo) -> Path:
+    """The folder of a task under ``root``, accepting any of its alias names."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(
+            f"{info.benchmark} data root {root} does not exist or is not a folder;"
+            f" expected {VTAB_LAYOUT}"
+        )
+    for name in info.folder_names:
+        if (root / name).is_dir():
+            return root / name
+    tried = ", ".join(info.folder_names)
+    raise UserError(
+        f"no folder for task {info.name!r} under {root} (tried {tried});"
+        f" expected {root / info.name}/train800val200.txt with lines 'images/x.jpg <label>'"
+    )
+
+
+def _check_split(split: str) -> None:
+    if split not in VTAB_SPLITS:
+        raise one_of("VTAB split", split, VTAB_SPLITS)
+
+
+def read_vtab_list(root: str | os.PathLike, info: TaskInfo, split: str) -> list[tuple[Path, int]]:
+    """Samples (absolute image path, label) of one split of one task."""
+    _check_split(split)
+    folder = task_dir(root, info)
+    expected = f"{folder}/{split}.txt with lines 'images/x.jpg <label>'"
+    return parse_list(folder / f"{split}.txt", folder, info.num_classes, expected)
+
+
+class VTABDataset:
+    """One split of one VTAB-style task; images are opened lazily and converted to RGB.
+
+    ``__getitem__`` returns ``(transform(image), label)``; with ``transform=None`` the PIL
+    image itself.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        task_info: TaskInfo,
+        split: str,
+        transform: Callable[[Image.Image], Any] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.info = task_info
+        self.split = split
+        self.transform = transform
+        self.samples = read_vtab_list(root, task_info, split)
+        self.targets = [label for _, label in self.samples]
+
+    @property
+    def num_classes(self) -> int:
+        return self.info.num_classes
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        path, label = self.samples[index]
+        img = load_rgb(path)
+        return (self.transform(img) if self.transform is not None else img), label
+
+    def __repr__(self) -> str:
+        return (
+            f"VTABDataset({self.info.benchmark}/{self.info.name}, split={self.split!r},"
+            f" n={len(self)})"
+        )
+
+
+def validate_vtab(
+    root: str | os.PathLike,
+    benchmark: str,
+    tasks: Iterable[str] | None = None,
+    splits: Iterable[str] = ("train800val200", "test"),
+) -> None:
+    """Check the data of ``tasks`` (all of the benchmark's when None) before any job runs.
+
+    Raises one UserError naming the path for: a missing root, task folder or list file, a
+    line without a label, a non-integer label, a label outside [0, num_classes), or a
+    listed image that does not exist.
+    """
+    names = list(get_benchmark(benchmark)) if tasks is None else list(tasks)
+    splits = list(splits)
+    for split in splits:
+        _check_split(split)
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(
+            f"{benchmark} data root {root} does not exist or is not a folder;"
+            f" expected {VTAB_LAYOUT}"
+        )
+    for name in names:
+        info = resolve_task(benchmark, name)
+        for split in splits:
+            list_path = task_dir(root, info) / f"{split}.txt"
+            check_files_exist(read_vtab_list(root, info, split), list_path)
