@@ -1,0 +1,196 @@
+"""``python -m heartbench tables``: rebuild the paper's tables and figures into ``paper/``.
+
+Writes ``table<n>.tex`` (reported rows and measured VTAB-1K rows), ``table<n>_<benchmark>.tex``
+(measured rows of a twin benchmark), ``table<n>_diff.tex`` (measured minus reported),
+``fig<n>_<benchmark>.{pdf,png}`` and ``preview.tex``, which inputs them all; compiles
+``preview.pdf`` when pdflatex is installed. The rules that place records in tables are in
+:mod:`heartbench.report.tables`, the figures' in :mod:`heartbench.report.figures`.
+
+Output is deterministic: a rebuild from the same records gives byte-identical files (no
+dates; everything sorted). Files that an earlier build wrote and this one does not (a
+figure whose records were removed) are deleted, and only those: the list of generated
+files is kept in ``<out>/.heartbench-generated``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from heartbench.errors import UserError
+
+MANIFEST = ".heartbench-generated"
+SOURCES = ("reported", "measured", "both")
+PDF_MODES = ("auto", "require", "skip")
+TEX_PACKAGES_HINT = "apt-get install texlive-latex-base texlive-latex-recommended"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--results-dir", default="results", type=Path,
+                        help="folder of run records (default: results)")
+    parser.add_argument("--out", default="paper", type=Path,
+                        help="folder to write tables, figures and preview.tex into (default: paper)")
+    parser.add_argument("--source", choices=SOURCES, default="both",
+                        help="rows from the paper (reported), from records (measured) or both")
+    parser.add_argument("--baselines", type=Path, default=None,
+                        help="folder of the paper's numbers (default: baselines/ of the checkout)")
+    parser.add_argument("--no-figures", action="store_true", help="write tables only")
+    parser.add_argument("--pdf", choices=PDF_MODES, default="auto",
+                        help="compile preview.pdf: auto (if pdflatex exists), require "
+                             "(fail without pdflatex), skip")
+    parser.add_argument("--tolerance", type=float, default=1.0,
+                        help="points beyond which a measured-minus-reported cell is bold (default 1.0)")
+
+
+@dataclass
+class BuildResult:
+    written: list[Path] = field(default_factory=list)
+    removed: list[Path] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    pdf: Path | None = None
+    pdf_error: str | None = None
+
+
+def _write(path: Path, text: str) -> None:
+    """Write only when the content changed (keeps mtimes, and make-style tools, quiet)."""
+    if path.exists() and path.read_text(encoding="utf-8") == text:
+        return
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def build(results_dir: Path, out: Path, source: str = "both", baselines_dir: Path | None = None,
+          figures: bool = True, pdf: str = "auto", tolerance: float = 1.0) -> BuildResult:
+    """Write every table and figure the records and baselines allow; see the module docstring."""
+    from heartbench.report import reference, tables
+    from heartbench.results import RecordSet, load_records
+
+    if source not in SOURCES:
+        raise UserError(f"source {source!r} is not one of: {', '.join(SOURCES)}")
+    result = BuildResult()
+    try:
+        reported = reference.load_reported(baselines_dir)
+    except UserError:
+        if source != "measured":
+            raise
+        reported = None  # only orders the measured rows as the paper does
+    recordset = load_records(results_dir) if source != "reported" else RecordSet()
+    records = recordset.done
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"output directory {out} cannot be created ({err.strerror})") from None
+
+    for path, reason in recordset.skipped:
+        result.messages.append(f"skipped {path}: {reason}")
+    for line in tables.unplaced(records):
+        result.messages.append(f"in no table: {line}")
+
+    generated: list[str] = []
+    models = tables.table_models(records, reported, source=source, tolerance=tolerance)
+    for model in models:
+        _write(out / f"{model.name}.tex", tables.render(model))
+        generated.append(f"{model.name}.tex")
+
+    made = []
+    if figures and source != "reported":
+        from heartbench.report.figures import build_figures
+
+        made, skipped = build_figures(records, out)
+        result.messages.extend(skipped)
+        for fig in made:
+            generated += [f"{fig.stem}.pdf", f"{fig.stem}.png"]
+
+    failed = sum(1 for r in recordset.records if r["status"] != "done")
+    intro = (f"Source: {source}. Records: {len(records)} done"
+             f"{f', {failed} failed (not shown)' if failed else ''} under "
+             f"{tables.tex(str(results_dir))}; {len(recordset.skipped)} file(s) skipped."
+             if source != "reported" else "Source: reported (the paper's numbers only).")
+    preview = tables.environment().get_template("preview.tex.j2").render(
+        intro=intro, tables=models, figures=made)
+    _write(out / "preview.tex", preview)
+    generated.append("preview.tex")
+
+    result.removed = _prune(out, generated)
+    _write(out / MANIFEST, "".join(f"{name}\n" for name in sorted(generated)))
+    result.written = [out / name for name in sorted(generated)]
+
+    if pdf != "skip":
+        _compile(out, pdf, result)
+    return result
+
+
+def _prune(out: Path, generated: list[str]) -> list[Path]:
+    """Delete files the previous build generated that this one did not."""
+    manifest = out / MANIFEST
+    if not manifest.exists():
+        return []
+    removed = []
+    for name in manifest.read_text(encoding="utf-8").split():
+        path = out / name
+        # Only plain names this module writes: a hand-edited manifest cannot reach elsewhere.
+        if name not in generated and "/" not in name and not name.startswith(".") and path.is_file():
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+def _compile(out: Path, mode: str, result: BuildResult) -> None:
+    exe = shutil.which("pdflatex")
+    if exe is None:
+        message = f"pdflatex not found: {out / 'preview.pdf'} not built ({TEX_PACKAGES_HINT})"
+        if mode == "require":
+            result.pdf_error = message
+        else:
+            result.messages.append(message)
+        return
+    # Fixed dates make the PDF reproducible too.
+    env = {**os.environ, "SOURCE_DATE_EPOCH": "0", "FORCE_SOURCE_DATE": "1"}
+    try:
+        proc = subprocess.run(
+            [exe, "-interaction=nonstopmode", "-halt-on-error", "-no-shell-escape", "preview.tex"],
+            cwd=out, env=env, capture_output=True, text=True, timeout=300, errors="replace")
+    except subprocess.TimeoutExpired:
+        result.pdf_error = f"pdflatex timed out on {out / 'preview.tex'}"
+        return
+    if proc.returncode != 0:
+        errors = [line for line in proc.stdout.splitlines() if line.startswith("!")]
+        result.pdf_error = (f"pdflatex failed on {out / 'preview.tex'}: "
+                            f"{errors[0] if errors else 'exit code ' + str(proc.returncode)} "
+                            f"(see {out / 'preview.log'})")
+        return
+    result.pdf = out / "preview.pdf"
+
+
+def main(args: argparse.Namespace) -> int:
+    result = build(args.results_dir, args.out, source=args.source, baselines_dir=args.baselines,
+                   figures=not args.no_figures, pdf=args.pdf, tolerance=args.tolerance)
+    for line in result.messages:
+        print(line)
+    for path in result.removed:
+        print(f"removed stale {path}")
+    print(f"wrote {len(result.written)} file(s) to {args.out}: "
+          + ", ".join(p.name for p in result.written))
+    if result.pdf is not None:
+        print(f"compiled {result.pdf}")
+    if result.pdf_error:
+        print(f"error: {result.pdf_error}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # usable before the CLI lists every command module
+    _parser = argparse.ArgumentParser(prog="heartbench tables")
+    add_arguments(_parser)
+    try:
+        raise SystemExit(main(_parser.parse_args()))
+    except UserError as _err:
+        import sys
+
+        print(f"heartbench tables: error: {_err}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,296 @@
+"""The paper's reported numbers (``baselines/*.csv``) and their self-consistency checks.
+
+Numbers stay strings as printed (``86.20`` keeps its trailing zero, so a rendered table
+shows exactly what the paper prints); :meth:`ReportedRow.value` gives the float.
+
+Consistency checks (:func:`check_consistency`), each a :class:`Finding`:
+
+* ``avg``: every row's Avg. equals the paper's average, the mean of the three group means
+  (Table 1: computed from the 19 task cells; Tables 2-6: from the printed group values),
+  within :data:`AVG_TOLERANCE` (0.1). Every printed row of Tables 1-6 passes. A ``note``
+  finding records a pass that is not the rounded value: Table 1's Full and Linear
+  (68.97 -> 68.9, 57.68 -> 57.6: truncated), Full in Tables 3, 5, 6, Table 4's Full and
+  VPT-Deep (averaged from unrounded numbers), Table 5's weight row.
+* ``delta``: a printed "(up/down x)" equals the row minus the row it is compared with
+  (``delta_vs``) within half a unit of the delta's last printed digit (+0.01 for the
+  rounding of the two values it is computed from).
+* ``cross``: rows of Tables 2, 3, 5 and 6 that also appear in Table 1 (Full, LoRA,
+  Heart-LoRA on ViT-B) agree with Table 1's group means within 0.1. They do; Table 2's
+  Heart-LoRA Specialized (86.20 vs 86.225) and Table 6's Heart-LoRA Natural (81.8 vs 81.87)
+  are not the rounded Table-1 values (notes).
+
+baselines/README.md lists the same facts for readers of the CSV files.
+This module is pure Python plus the csv module: ``tables`` and ``check`` import it fast.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from heartbench.errors import UserError
+
+GROUPS: tuple[str, str, str] = ("natural", "specialized", "structured")
+
+# VTAB-1K's 19 tasks in the paper's column order, with their group and printed header.
+VTAB_TASKS: tuple[str, ...] = (
+    "cifar", "caltech101", "dtd", "oxford_flowers102", "oxford_iiit_pet", "svhn", "sun397",
+    "patch_camelyon", "eurosat", "resisc45", "diabetic_retinopathy",
+    "clevr_count", "clevr_dist", "dmlab", "kitti", "dsprites_loc", "dsprites_ori",
+    "smallnorb_azi", "smallnorb_ele",
+)
+TASK_GROUP: dict[str, str] = {
+    **{t: "natural" for t in VTAB_TASKS[:7]},
+    **{t: "specialized" for t in VTAB_TASKS[7:11]},
+    **{t: "structured" for t in VTAB_TASKS[11:]},
+}
+TASK_HEADER: dict[str, str] = dict(zip(VTAB_TASKS, (
+    "Cifar100", "Caltech101", "DTD", "Flower102", "Pets", "SVHN", "Sun397",
+    "Camelyon", "EuroSAT", "Resisc45", "Retinopathy",
+    "Clevr-Count", "Clevr-Dist", "DMLab", "KITTI-Dist", "dSpr-Loc", "dSpr-Ori",
+    "sNORB-Azim", "sNORB-Ele",
+), strict=True))
+
+AVG_TOLERANCE = 0.1
+CROSS_TOLERANCE = 0.1
+
+# table number -> (CSV file, the paper's caption). Table 1 has per-task columns.
+TABLE_FILES: dict[int, str] = {
+    1: "table1_vtab1k.csv",
+    2: "table2_quantization.csv",
+    3: "table3_per_layer.csv",
+    4: "table4_swin.csv",
+    5: "table5_responsiveness.csv",
+    6: "table6_front.csv",
+}
+TABLE_CAPTIONS: dict[int, str] = {
+    1: "Results on the VTAB-1K benchmark. ``Avg. Acc.'' signifies the mean performance across "
+       "three categories. ``Size'' indicates the average number of trainable parameters within "
+       "the backbones for each task, excluding the classification heads which account for "
+       "0.14 MB per task on average. $^\\dagger$ indicates results sourced from [34] where inputs "
+       "are standardized.",
+    2: "Comparison between the original Heart-LoRA using quantization and Heart-LoRA using "
+       "FP32 precision adapters on VTAB-1K.",
+    3: "Results on VTAB-1K of Heart-LoRA$^\\dagger$, using a layer by layer deployment of the "
+       "calculation in section 3.",
+    4: "Results on VTAB-1K using Swin-B as backbone, reported accuracy from average, natural, "
+       "specialized and structured.",
+    5: "Results on VTAB-1K of Heart-LoRA$^\\dagger$, using L2 norm of weight (denoted as weight) "
+       "or L2 norm of gradient (denoted as grad) to calculate the responsiveness.",
+    6: "Comparison between using arbitrary deactivation and the original Heart-LoRA.",
+}
+GROUP_COLUMNS: tuple[str, ...] = (*GROUPS, "avg")
+DELTA_COLUMNS: tuple[str, ...] = tuple(f"d_{c}" for c in GROUP_COLUMNS)
+META_COLUMNS: tuple[str, ...] = ("key", "printed", "section", "note", "source")
+
+
+def default_baselines_dir() -> Path:
+    """``baselines/`` of the source checkout (the package is installed editable)."""
+    return Path(__file__).resolve().parents[2] / "baselines"
+
+
+@dataclass
+class ReportedRow:
+    """One printed row: values are the strings as printed ('' where the paper has none)."""
+
+    table: int
+    method: str
+    key: str
+    printed: str
+    section: str
+    note: str
+    values: dict[str, str]
+    deltas: dict[str, str] = field(default_factory=dict)
+    delta_vs: str = ""
+
+    def value(self, column: str) -> float | None:
+        text = self.values.get(column, "")
+        return float(text) if text != "" else None
+
+
+@dataclass
+class ReportedTable:
+    number: int
+    path: Path
+    columns: tuple[str, ...]  # value columns: size_mb, avg, tasks (T1) or groups + avg
+    rows: list[ReportedRow]
+
+    def row(self, key: str) -> ReportedRow | None:
+        return next((r for r in self.rows if r.key == key), None)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One consistency check. level: 'ok', 'fail' or 'note' (odd but within tolerance)."""
+
+    table: int
+    method: str
+    check: str  # avg | delta | cross | rounding
+    column: str
+    printed: float
+    expected: float
+    tolerance: float
+    level: str
+    detail: str = ""
+
+    @property
+    def diff(self) -> float:
+        return self.printed - self.expected
+
+
+def normalize_label(label: str) -> str:
+    """Label for matching measured rows to printed ones: case, punctuation and dagger ignored."""
+    text = label.replace("$^\\dagger$", "").replace("\u2020", "").lower()
+    return re.sub(r"[^a-z0-9]", "", text)
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+    except FileNotFoundError:
+        raise UserError(f"reported numbers file {path} does not exist") from None
+
+
+def _number(text: str, path: Path, where: str) -> str:
+    text = text.strip()
+    if text == "":
+        return text
+    try:
+        float(text)
+    except ValueError:
+        raise UserError(f"{path}: {where}: {text!r} is not a number") from None
+    return text
+
+
+def load_table(number: int, baselines_dir: Path | None = None) -> ReportedTable:
+    """Read one of the paper's tables from its CSV file."""
+    directory = Path(baselines_dir) if baselines_dir is not None else default_baselines_dir()
+    path = directory / TABLE_FILES[number]
+    raw = _read_csv(path)
+    columns = ("size_mb", "avg", *VTAB_TASKS) if number == 1 else GROUP_COLUMNS
+    needed = ("method", *columns, *META_COLUMNS) + (() if number == 1 else (*DELTA_COLUMNS, "delta_vs"))
+    rows = []
+    for index, record in enumerate(raw, start=2):  # line 1 is the header
+        missing = [c for c in needed if c not in record or record[c] is None]
+        if missing:
+            raise UserError(f"{path}: line {index}: missing column(s) {', '.join(missing)}")
+        where = f"line {index}"
+        rows.append(ReportedRow(
+            table=number,
+            method=record["method"],
+            key=record["key"],
+            printed=record["printed"],
+            section=record["section"],
+            note=record["note"],
+            values={c: _number(record[c], path, f"{where} column {c}") for c in columns},
+            deltas={c: _number(record.get(c, ""), path, f"{where} column {c}")
+                    for c in DELTA_COLUMNS if record.get(c, "")},
+            delta_vs=record.get("delta_vs", "") or "",
+        ))
+    return ReportedTable(number=number, path=path, columns=columns, rows=rows)
+
+
+def load_reported(baselines_dir: Path | None = None) -> dict[int, ReportedTable]:
+    """All six tables, by number."""
+    return {n: load_table(n, baselines_dir) for n in TABLE_FILES}
+
+
+def group_means(values: dict[str, float], task_group: dict[str, str]) -> dict[str, float | None]:
+    """Mean of each group's tasks; None for a group with a task missing from ``values``."""
+    out: dict[str, float | None] = {}
+    for group in GROUPS:
+        tasks = [t for t, g in task_group.items() if g == group]
+        if not tasks or any(values.get(t) is None for t in tasks):
+            out[group] = None
+        else:
+            out[group] = sum(values[t] for t in tasks) / len(tasks)  # type: ignore[misc]
+    return out
+
+
+def paper_average(groups: dict[str, float | None]) -> float | None:
+    """The paper's Avg.: mean of the three group means (None if one is missing)."""
+    if any(groups.get(g) is None for g in GROUPS):
+        return None
+    return sum(groups[g] for g in GROUPS) / len(GROUPS)  # type: ignore[misc]
+
+
+def _decimals(text: str) -> int:
+    return len(text.split(".")[1]) if "." in text else 0
+
+
+def _finding(table: int, method: str, check: str, column: str, printed: float,
+             expected: float, tolerance: float, note_if_not_rounded: str = "") -> Finding:
+    ok = abs(printed - expected) <= tolerance + 1e-9
+    level = "ok" if ok else "fail"
+    detail = ""
+    if ok and note_if_not_rounded:
+        level, detail = "note", note_if_not_rounded
+    return Finding(table, method, check, column, printed, expected, tolerance, level, detail)
+
+
+def check_consistency(tables: dict[int, ReportedTable]) -> list[Finding]:
+    """Every consistency finding over the reported tables (see the module docstring)."""
+    findings: list[Finding] = []
+    t1 = tables.get(1)
+    t1_groups: dict[str, dict[str, float | None]] = {}
+    if t1 is not None:
+        for row in t1.rows:
+            tasks = {t: row.value(t) for t in VTAB_TASKS}
+            groups = group_means(tasks, TASK_GROUP)  # type: ignore[arg-type]
+            t1_groups[row.key] = groups
+            expected = paper_average(groups)
+            printed = row.value("avg")
+            if expected is None or printed is None:
+                continue
+            not_rounded = _not_rounded(row.values["avg"], expected)
+            findings.append(_finding(1, row.method, "avg", "avg", printed, expected,
+                                     AVG_TOLERANCE, not_rounded))
+    for number, table in sorted(tables.items()):
+        if number == 1:
+            continue
+        for row in table.rows:
+            groups = {g: row.value(g) for g in GROUPS}
+            expected = paper_average(groups)
+            printed = row.value("avg")
+            if expected is not None and printed is not None:
+                findings.append(_finding(number, row.method, "avg", "avg", printed, expected,
+                                         AVG_TOLERANCE, _not_rounded(row.values["avg"], expected)))
+            if row.deltas:
+                ref = table.row(row.delta_vs)
+                for dcol, text in sorted(row.deltas.items()):
+                    col = dcol[2:]
+                    if ref is None or ref.value(col) is None or row.value(col) is None:
+                        findings.append(Finding(number, row.method, "delta", col, float(text),
+                                                math.nan, 0.0, "fail",
+                                                f"no row {row.delta_vs!r} to compare with"))
+                        continue
+                    tol = 0.5 * 10 ** -_decimals(text) + 0.01
+                    findings.append(_finding(number, row.method, "delta", col, float(text),
+                                             row.value(col) - ref.value(col), tol))  # type: ignore[operator]
+            # Rows that Table 1 also has (same ViT-B backbone): group values agree.
+            if number != 4 and row.key in t1_groups:
+                for group in GROUPS:
+                    printed_g, expected_g = row.value(group), t1_groups[row.key][group]
+                    if printed_g is None or expected_g is None:
+                        continue
+                    findings.append(_finding(
+                        number, row.method, "cross", group, printed_g, expected_g,
+                        CROSS_TOLERANCE, _not_rounded(row.values[group], expected_g,
+                                                      "Table 1 group mean")))
+    return findings
+
+
+def _not_rounded(text: str, expected: float, what: str = "mean of the group means") -> str:
+    """A note when the printed value is not ``expected`` rounded to the printed digits."""
+    digits = _decimals(text)
+    if f"{expected:.{digits}f}" == f"{float(text):.{digits}f}":
+        return ""
+    return f"printed {text}, {what} {expected:.3f} rounds to {expected:.{digits}f}"
+
+
+def consistency_failures(tables: dict[int, ReportedTable]) -> list[Finding]:
+    return [f for f in check_consistency(tables) if f.level == "fail"]

@@ -1,0 +1,258 @@
+"""Run records on disk: one JSON file per run, ``<results_dir>/<suite>/<run_id>.json``.
+
+Writing is atomic (a temporary file in the same folder, fsync, then a rename), so a
+reader never sees half a record, and refuses to replace an existing record unless asked.
+Reading never deletes or changes a file: what cannot be used (truncated or invalid JSON,
+missing keys, files of an unknown kind) is reported by name in ``RecordSet.skipped``.
+
+No torch here: ``tables``, ``check`` and the light regression env import this module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from heartbench.errors import UserError
+
+SCHEMA = 1
+# Keys without which a record cannot be placed in a table or figure.
+REQUIRED_KEYS: tuple[str, ...] = (
+    "schema", "run_id", "status", "suite", "benchmark", "task", "method", "label", "seed",
+    "metrics",
+)
+STATUSES: tuple[str, ...] = ("done", "failed")
+# Files that legitimately live beside records (adapter weights, checkpoints, locks).
+COMPANION_SUFFIXES: tuple[str, ...] = (".safetensors", ".ckpt", ".lock", ".claim")
+IGNORED_NAMES: frozenset[str] = frozenset({".gitkeep", ".gitignore"})
+# Folders that belong to the launcher (submitit's job pickles and logs), not to records.
+IGNORED_DIRS: frozenset[str] = frozenset({".submitit"})
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+FRAME_COLUMNS: tuple[str, ...] = (
+    "run_id", "suite", "benchmark", "task", "group", "shots", "method", "label", "seed",
+    "eval_protocol", "status", "test_acc", "val_acc", "stored_bytes", "trainable_params",
+    "backbone", "grid", "method_config", "path",
+)
+
+
+def _check_name(what: str, value: object) -> str:
+    if not isinstance(value, str) or not _SAFE_NAME.match(value) or value.endswith(".json"):
+        raise UserError(
+            f"record {what} {value!r} cannot be a file name; expected letters, digits, '.', '_', '-', '+'"
+        )
+    return value
+
+
+def record_path(results_dir: str | Path, suite: str, run_id: str) -> Path:
+    """Where the record of ``run_id`` in ``suite`` lives."""
+    return Path(results_dir) / _check_name("suite", suite) / f"{_check_name('run_id', run_id)}.json"
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy scalars and arrays (and anything with .item/.tolist) as plain JSON values."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def write_record(results_dir: str | Path, record: dict, overwrite: bool = False) -> Path:
+    """Write ``record`` atomically to its :func:`record_path`; return that path.
+
+    Raises FileExistsError if the record exists and ``overwrite`` is False, UserError if the
+    results directory cannot be written.
+    """
+    missing = [k for k in REQUIRED_KEYS if k not in record]
+    if missing:
+        raise ValueError(f"record lacks required key(s): {', '.join(missing)}")
+    path = record_path(results_dir, record["suite"], record["run_id"])
+    # Serialise first: a record that cannot be written never leaves a temporary file.
+    text = json.dumps(record, indent=1, sort_keys=True, default=_jsonable) + "\n"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(
+            f"results directory {Path(results_dir)} is not writable ({err.strerror})") from None
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"record {path} exists (pass overwrite=True to replace it)")
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise UserError(
+            f"results directory {Path(results_dir)} is not writable ({err.strerror})") from None
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            # link() fails if the name exists: no race between two writers of one run.
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise FileExistsError(
+                    f"record {path} exists (pass overwrite=True to replace it)") from None
+            except OSError:  # a file system without hard links
+                if path.exists():
+                    raise FileExistsError(
+                        f"record {path} exists (pass overwrite=True to replace it)") from None
+                os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename durable (best effort: not every platform can open a directory)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def validate_record(record: Any) -> str | None:
+    """Why ``record`` cannot be used, or None when it can."""
+    if not isinstance(record, dict):
+        return f"not a JSON object but {type(record).__name__}"
+    missing = [k for k in REQUIRED_KEYS if k not in record]
+    if missing:
+        return f"missing required key(s): {', '.join(missing)}"
+    if record["schema"] != SCHEMA:
+        return f"unsupported schema {record['schema']!r} (this heartbench reads {SCHEMA})"
+    if record["status"] not in STATUSES:
+        return f"unknown status {record['status']!r}; expected one of: {', '.join(STATUSES)}"
+    if not isinstance(record["metrics"], dict) or "test_acc" not in record["metrics"]:
+        return "metrics is not an object with test_acc"
+    for key in ("grid", "method_config", "adapter", "backbone", "heart"):
+        if record.get(key) is not None and not isinstance(record[key], dict):
+            return f"{key} is not an object"
+    for key in ("run_id", "suite", "benchmark", "task", "method", "label"):
+        if not isinstance(record[key], str) or not record[key]:
+            return f"{key} is not a non-empty string"
+    return None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def flatten(record: dict, path: Path | None = None) -> dict[str, Any]:
+    """One frame row: the useful columns of a record, plus ``grid.<key>`` per grid key."""
+    metrics = record.get("metrics") or {}
+    adapter = record.get("adapter") or {}
+    backbone = record.get("backbone") or {}
+    grid = dict(record.get("grid") or {})
+    row = {
+        "run_id": record["run_id"],
+        "suite": record["suite"],
+        "benchmark": record["benchmark"],
+        "task": record["task"],
+        "group": record.get("group"),
+        "shots": record.get("shots"),
+        "method": record["method"],
+        "label": record["label"],
+        "seed": record["seed"],
+        "eval_protocol": record.get("eval_protocol"),
+        "status": record["status"],
+        "test_acc": _number(metrics.get("test_acc")),
+        "val_acc": _number(metrics.get("val_acc")),
+        "stored_bytes": _number(adapter.get("stored_bytes")),
+        "trainable_params": _number(adapter.get("trainable_params")),
+        "backbone": backbone.get("name"),
+        "grid": grid,
+        "method_config": dict(record.get("method_config") or {}),
+        "path": str(path) if path is not None else None,
+    }
+    for key, value in sorted(grid.items()):
+        row[f"grid.{key}"] = value
+    return row
+
+
+@dataclass
+class RecordSet:
+    """Records read from a results directory.
+
+    ``records``: the usable records (dicts, in path order); ``frame``: one row per record;
+    ``skipped``: (path, reason) for every file that was not used.
+    """
+
+    records: list[dict] = field(default_factory=list)
+    frame: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(FRAME_COLUMNS)))
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)
+
+    @property
+    def done(self) -> list[dict]:
+        """Records with status "done": the only ones tables and figures use."""
+        return [r for r in self.records if r["status"] == "done"]
+
+
+def load_records(results_dir: str | Path) -> RecordSet:
+    """Read every record under ``results_dir`` (any depth), never changing a file."""
+    root = Path(results_dir)
+    if not root.is_dir():
+        raise UserError(f"results directory {root} does not exist")
+    records: list[dict] = []
+    paths: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if path.name in IGNORED_NAMES or IGNORED_DIRS.intersection(path.relative_to(root).parts):
+            continue
+        # Companions, including an interrupted run's "<id>.final.ckpt.prev" / ".ckpt.tmp".
+        if path.suffix in COMPANION_SUFFIXES or (
+                path.suffix in (".prev", ".tmp") and path.with_suffix("").suffix == ".ckpt"):
+            continue
+        if path.suffix != ".json":
+            reason = ("temporary file of an unfinished write" if path.suffix == ".tmp"
+                      else "unknown file (not a record, adapter, checkpoint or lock)")
+            skipped.append((path, reason))
+            continue
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            skipped.append((path, "not UTF-8 text"))
+            continue
+        except json.JSONDecodeError as err:
+            skipped.append((path, f"invalid or truncated JSON ({err.msg} at line {err.lineno})"))
+            continue
+        except OSError as err:
+            skipped.append((path, f"unreadable ({err.strerror})"))
+            continue
+        reason = validate_record(record)
+        if reason is None and record["run_id"] != path.stem:
+            reason = f"run_id {record['run_id']!r} does not match the file name"
+        if reason is not None:
+            skipped.append((path, reason))
+            continue
+        # The same run (run_id) may be stored by several suites, possibly under different
+        # labels: every file is a record here; tables count one run once per row.
+        records.append(record)
+        paths.append(path)
+    rows = [flatten(r, p) for r, p in zip(records, paths, strict=True)]
+    frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=list(FRAME_COLUMNS))
+    grid_cols = sorted(c for c in frame.columns if c.startswith("grid."))
+    frame = frame[[*FRAME_COLUMNS, *grid_cols]].reset_index(drop=True)
+    return RecordSet(records=records, frame=frame, skipped=skipped, paths=paths)
