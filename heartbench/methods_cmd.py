@@ -26,13 +26,18 @@ def method_rows(backbone_name: str, num_classes: int = 100) -> list[dict[str, An
 
     from heartbench.adapters import METHODS, create_method
     from heartbench.backbones import build_backbone
+    from heartbench.errors import UserError
 
     rows = []
     for name in sorted(METHODS):
         torch.manual_seed(0)
         backbone = build_backbone(backbone_name, num_classes)
         method = create_method(name)
-        method.check_backbone(backbone)
+        try:
+            method.check_backbone(backbone)
+        except UserError as err:  # e.g. VPT on Swin: listed, not sized
+            rows.append({"method": name, "unsupported": str(err)})
+            continue
         method.attach(backbone)
         method.nominal_state()
         stored = method.stored_bytes()
@@ -54,10 +59,15 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"backbone": args.backbone, "methods": rows}, indent=2))
         return 0
+    sized = [r for r in rows if "unsupported" not in r]
     print(f"backbone {args.backbone} (no weights); head excluded"
-          f" ({rows[0]['head_params'] if rows else 0:,} params for {args.num_classes} classes)")
+          f" ({sized[0]['head_params'] if sized else 0:,} params for {args.num_classes} classes)")
     print(f"{'method':<12} {'trainable params':>17} {'stored bytes':>13} {'MiB':>8}  merge  config")
     for r in rows:
+        if "unsupported" in r:
+            print(f"{r['method']:<12} {'-':>17} {'-':>13} {'-':>8}  -      not on this backbone:"
+                  f" {r['unsupported']}")
+            continue
         config = " ".join(f"{k}={v}" for k, v in r["config"].items())
         print(f"{r['method']:<12} {r['trainable_params']:>17,} {r['stored_bytes']:>13,}"
               f" {r['stored_mib']:>8.3f}  {'yes' if r['mergeable'] else 'no ':<5}  {config}")

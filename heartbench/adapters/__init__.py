@@ -1,6 +1,21 @@
 """The adapter registry. One line per method module: importing it registers the method."""
 
-from heartbench.adapters import bilora, heart, lora  # noqa: F401
+from heartbench.adapters import (  # noqa: F401
+    adapter,
+    adaptformer,
+    bilora,
+    bitfit,
+    compacter,
+    fact,
+    fourierft,
+    full,
+    heart,
+    linear,
+    lora,
+    mora,
+    ssf,
+    vpt,
+)
 from heartbench.adapters.base import (  # noqa: F401
     METHODS,
     Method,

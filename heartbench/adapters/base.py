@@ -108,6 +108,16 @@ class Method:
     def check_backbone(self, backbone: Backbone) -> None:
         """Raise UserError if the config is impossible on this backbone (e.g. ne >= heads)."""
 
+    def match_mode(self) -> None:
+        """Put this method's modules in the backbone model's train/eval mode.
+
+        Modules built by ``attach`` start in training mode (PyTorch's default) even when the
+        model is in eval mode, so their dropout would be active; ``attach`` calls this last.
+        """
+        assert self.backbone is not None
+        for module in self.modules.values():
+            module.train(self.backbone.model.training)
+
     # -- training --------------------------------------------------------------
     def trainable_parameters(self) -> list[nn.Parameter]:
         """What the optimiser updates for this method (the head is added by the trainer)."""
@@ -247,8 +257,13 @@ class AdaptedLinear(nn.Module):
         for n, delta in self.deltas.items():
             if not delta.on_weight:
                 start, stop = self.slices[n]
-                # In place on the matmul output: F.linear's backward does not need it.
-                out[..., start:stop] += delta(x)
+                if start == 0 and stop == out.shape[-1]:
+                    # Whole width (targets="qkv"): in place on a full slice of F.linear's
+                    # output raises "a leaf Variable ... in-place" when x needs no grad.
+                    out = out + delta(x)
+                else:
+                    # In place on the matmul output: F.linear's backward does not need it.
+                    out[..., start:stop] += delta(x)
         return out
 
     @torch.no_grad()
@@ -297,6 +312,38 @@ def parse_targets(targets: str, where: str = "targets") -> list[str]:
     if not targets or any(t not in QKV_SLICES for t in targets) or len(set(targets)) != len(targets):
         raise UserError(f"{where}: {targets!r} is not valid; expected 'qv', 'q', 'v', 'qk', 'kv' or 'qkv'")
     return list(targets)
+
+
+class QKVMethod(Method):
+    """A method that adds one :class:`Delta` per target slice of every site's fused qkv.
+
+    Subclasses set ``config.targets`` and implement :meth:`make_delta`; attaching, merging
+    and the module names (``layer<i>.<target>``) are shared.
+    """
+
+    mergeable = True
+
+    def make_delta(self, d_in: int, d_out: int) -> Delta:
+        raise NotImplementedError
+
+    def attach(self, backbone: Backbone) -> None:
+        self.check_backbone(backbone)
+        self.backbone = backbone
+        for site in backbone.sites:
+            qkv = wrap_linear(site.attn, "qkv")
+            for target in parse_targets(self.config.targets):
+                start, stop = qkv_slice(target, site.dim)
+                delta = self.make_delta(site.dim, stop - start)
+                delta.to(qkv.base.weight.device)
+                qkv.add(f"{self.name}_{target}", delta, start, stop)
+                self.modules[f"layer{site.layer}.{target}"] = delta
+        self.match_mode()
+
+    def merge(self) -> None:
+        assert self.backbone is not None
+        for site in self.backbone.sites:
+            unwrap_linear(site.attn, "qkv")
+        self.modules = {}
 
 
 # ---------------------------------------------------------------------------
@@ -373,6 +420,7 @@ def load_adapter(path: str | Path, backbone: Backbone) -> Method:
         raise UserError(f"adapter file {path} was not written by heartbench (no method metadata)")
     method = create_method(metadata["heartbench.method"], json.loads(metadata["heartbench.config"]))
     method.attach(backbone)
+    method.match_mode()  # a loaded adapter on an eval model must not run its dropout
     method.load_metadata({k[len("heartbench."):]: v for k, v in metadata.items()
                           if k.startswith("heartbench.")})
     method.load_stored({k[len("adapter."):]: v for k, v in tensors.items()

@@ -51,14 +51,12 @@ from torch import nn
 
 from heartbench.adapters.base import (
     Delta,
-    Method,
     MethodConfig,
+    QKVMethod,
     parse_targets,
     qkv_slice,
     register,
     require,
-    unwrap_linear,
-    wrap_linear,
 )
 from heartbench.backbones import Backbone
 from heartbench.errors import UserError
@@ -157,11 +155,10 @@ class FourierFTConfig(MethodConfig):
 
 
 @register("fourierft")
-class FourierFT(Method):
+class FourierFT(QKVMethod):
     """FourierFT on q and v (or the whole fused qkv) of every attention site."""
 
     config_cls = FourierFTConfig
-    mergeable = True
 
     def check_backbone(self, backbone: Backbone) -> None:
         n = self.config.n_frequency
@@ -175,22 +172,7 @@ class FourierFT(Method):
                         f"{site.layer}'s {target} weight ({stop - start}x{site.dim}) on backbone "
                         f"{backbone.name!r}; use n_frequency <= {entries}")
 
-    def attach(self, backbone: Backbone) -> None:
-        self.check_backbone(backbone)
-        self.backbone = backbone
+    def make_delta(self, d_in: int, d_out: int) -> FourierDelta:
         c = self.config
-        for site in backbone.sites:
-            qkv = wrap_linear(site.attn, "qkv")
-            for target in parse_targets(c.targets):
-                start, stop = qkv_slice(target, site.dim)
-                delta = FourierDelta(site.dim, stop - start, c.n_frequency, c.scaling,
-                                     c.random_loc_seed, c.zero_init)
-                delta.to(qkv.base.weight.device)
-                qkv.add(f"{self.name}_{target}", delta, start, stop)
-                self.modules[f"layer{site.layer}.{target}"] = delta
-
-    def merge(self) -> None:
-        assert self.backbone is not None
-        for site in self.backbone.sites:
-            unwrap_linear(site.attn, "qkv")
-        self.modules = {}
+        return FourierDelta(d_in, d_out, c.n_frequency, c.scaling, c.random_loc_seed,
+                            c.zero_init)

@@ -22,16 +22,12 @@ from torch.nn import functional as F
 from heartbench.adapters import quant
 from heartbench.adapters.base import (
     Delta,
-    Method,
     MethodConfig,
+    QKVMethod,
     parse_targets,
-    qkv_slice,
     register,
     require,
-    unwrap_linear,
-    wrap_linear,
 )
-from heartbench.backbones import Backbone
 
 # (effective B weight, its gradient) -> None; set by head scoring while it listens.
 GradListener = Callable[[torch.Tensor, torch.Tensor], None]
@@ -136,33 +132,11 @@ class LoRAConfig(MethodConfig):
 
 
 @register("lora")
-class LoRA(Method):
+class LoRA(QKVMethod):
     """Low-rank updates of q and v (or the whole fused qkv)."""
 
     config_cls = LoRAConfig
-    mergeable = True
 
     def make_delta(self, d_in: int, d_out: int) -> LowRankDelta:
         c = self.config
         return LowRankDelta(d_in, d_out, c.rank, c.scale, c.dropout, bits=c.bits)
-
-    def attach(self, backbone: Backbone) -> None:
-        self.check_backbone(backbone)
-        self.backbone = backbone
-        for site in backbone.sites:
-            qkv = wrap_linear(site.attn, "qkv")
-            for target in parse_targets(self.config.targets):
-                start, stop = qkv_slice(target, site.dim)
-                delta = self.make_delta(site.dim, stop - start)
-                delta.to(qkv.base.weight.device)
-                qkv.add(f"{self.name}_{target}", delta, start, stop)
-                self.modules[f"layer{site.layer}.{target}"] = delta
-
-    def deltas(self) -> dict[str, LowRankDelta]:
-        return self.modules  # type: ignore[return-value]
-
-    def merge(self) -> None:
-        assert self.backbone is not None
-        for site in self.backbone.sites:
-            unwrap_linear(site.attn, "qkv")
-        self.modules = {}

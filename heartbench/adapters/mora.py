@@ -41,14 +41,12 @@ from torch.nn import functional as F
 
 from heartbench.adapters.base import (
     Delta,
-    Method,
     MethodConfig,
+    QKVMethod,
     parse_targets,
     qkv_slice,
     register,
     require,
-    unwrap_linear,
-    wrap_linear,
 )
 from heartbench.backbones import Backbone
 from heartbench.errors import UserError
@@ -159,11 +157,10 @@ class MoRAConfig(MethodConfig):
 
 
 @register("mora")
-class MoRA(Method):
+class MoRA(QKVMethod):
     """MoRA on q and v (or the whole fused qkv) of every attention site."""
 
     config_cls = MoRAConfig
-    mergeable = True
 
     def check_backbone(self, backbone: Backbone) -> None:
         c = self.config
@@ -176,21 +173,6 @@ class MoRA(Method):
                         f"{site.layer}'s {target} weight ({stop - start}x{site.dim}); "
                         f"use a larger rank")
 
-    def attach(self, backbone: Backbone) -> None:
-        self.check_backbone(backbone)
-        self.backbone = backbone
+    def make_delta(self, d_in: int, d_out: int) -> MoRADelta:
         c = self.config
-        for site in backbone.sites:
-            qkv = wrap_linear(site.attn, "qkv")
-            for target in parse_targets(c.targets):
-                start, stop = qkv_slice(target, site.dim)
-                delta = MoRADelta(site.dim, stop - start, c.rank, c.variant, c.dropout)
-                delta.to(qkv.base.weight.device)
-                qkv.add(f"{self.name}_{target}", delta, start, stop)
-                self.modules[f"layer{site.layer}.{target}"] = delta
-
-    def merge(self) -> None:
-        assert self.backbone is not None
-        for site in self.backbone.sites:
-            unwrap_linear(site.attn, "qkv")
-        self.modules = {}
+        return MoRADelta(d_in, d_out, c.rank, c.variant, c.dropout)

@@ -16,6 +16,7 @@ from functools import cache
 
 import numpy as np
 import torch
+from scipy import optimize
 from scipy.stats import norm
 
 from heartbench.errors import UserError
@@ -33,15 +34,18 @@ def check_bits(bits: int, where: str = "bits") -> None:
 def normal_levels(bits: int) -> tuple[np.ndarray, np.ndarray]:
     """(levels, thresholds) of the k-bit standard-normal quantiser, ascending."""
     n = 2**bits
-    levels = norm.ppf((np.arange(n) + 0.5) / n)
-    for _ in range(10_000):
+
+    def cell_medians(levels: np.ndarray) -> np.ndarray:
         thresholds = (levels[1:] + levels[:-1]) / 2
         edges = np.concatenate([[0.0], norm.cdf(thresholds), [1.0]])
-        new = norm.ppf((edges[1:] + edges[:-1]) / 2)
-        if np.max(np.abs(new - levels)) < 1e-12:
-            levels = new
-            break
-        levels = new
+        return norm.ppf((edges[1:] + edges[:-1]) / 2)
+
+    # Solve levels = cell_medians(levels) with a root finder: plain iteration converges
+    # too slowly at 8 bits (after 10,000 steps the tail levels were still ~0.08 off).
+    start = norm.ppf((np.arange(n) + 0.5) / n)
+    levels = optimize.root(lambda lv: cell_medians(lv) - lv, start, tol=1e-13).x
+    if np.max(np.abs(cell_medians(levels) - levels)) > 1e-10:
+        raise RuntimeError(f"{bits}-bit normal quantiser levels did not converge")
     return levels, (levels[1:] + levels[:-1]) / 2
 
 

@@ -1,0 +1,151 @@
+"""VPT (Jia et al. 2022): learnable prompt tokens in the input sequence of a frozen ViT.
+
+Follows the official code (github.com/KMnP/vpt, ``src/models/vit_prompt/vit.py``,
+``PromptedTransformer``), with its defaults (``LOCATION="prepend"``, ``INITIATION="random"``,
+``PROJECT=-1``: no projection):
+
+* ``vpt_shallow``: ``length`` prompt tokens are inserted once, after the embeddings
+  (patch embedding + cls token + position embedding; prompts get no position embedding),
+  between the cls token and the patch tokens: ``[cls, P, patches]``.
+* ``vpt_deep``: the same at the first block, and before every later block ``i`` the
+  ``length`` prompt outputs of block ``i - 1`` are *replaced* by block ``i``'s own prompts
+  (``forward_deep_prompt``): depth x length prompts in all.
+* Initialisation: ``uniform(-v, v)`` with ``v = sqrt(6 / (3 * patch_h * patch_w + dim))``
+  (xavier-uniform as in the official code); dropout ``dropout`` on the prompts (official
+  default ``PROMPT.DROPOUT = 0.0``).
+* The prompts leave the sequence after the final norm (a forward hook on ``model.norm``
+  cuts them out), so timm's pooling sees the same tokens as without VPT; with timm's
+  default "token" pooling this is exactly VPT's ``x[:, 0]`` after the encoder norm.
+
+Mechanics: each block's prompt tensor lives in a :class:`PromptTokens` module registered as
+a child of that block (``blocks.<i>.vpt``), so the trainer's checkpoints and ``.to(device)``
+see it; forward pre-hooks on the blocks do the insertion/replacement. The hooks are
+``functools.partial`` objects of module-level functions, so a deep copy of an attached
+model stays consistent.
+
+Backbones: ViT only (timm ``VisionTransformer``: ``blocks``, ``norm``, ``num_prefix_tokens``).
+Swin is not supported (VPT's Swin variant prompts each window: not implemented);
+``check_backbone`` raises a UserError.
+
+Not mergeable (prompts change the sequence, not a weight).
+
+Size on ViT-B/16 (dim 768, 12 blocks): shallow ``length * 768``, deep ``12 * length * 768``
+fp32 values. Defaults (length 10): shallow 7,680 values = 30,720 B = 0.029 MiB; deep
+92,160 values = 368,640 B = 0.352 MiB. Table 1 lists VPT-Shallow 0.24 MB and VPT-Deep
+2.03 MB: these are VPT's per-task searched prompt lengths (grid {1, 5, 10, 50, 100, 200}),
+averaged over the 19 tasks. In MiB they correspond to an average of about 82 tokens
+(shallow: 0.24 * 2^20 / 4 / 768 = 81.9) and about 58 tokens per layer (deep:
+2.03 * 2^20 / 4 / (12 * 768) = 57.7). To reproduce the row, set ``length`` per task in the
+suite; the default 10 is only a neutral starting point.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from heartbench.adapters.base import Method, MethodConfig, register, require
+from heartbench.backbones import Backbone
+from heartbench.errors import UserError
+
+
+@dataclass
+class VPTConfig(MethodConfig):
+    length: int = 10  # prompt tokens (per layer for vpt_deep)
+    dropout: float = 0.0
+
+    def validate(self) -> None:
+        require(self.length > 0, f"length must be a positive integer, got {self.length}")
+        require(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+
+
+class PromptTokens(nn.Module):
+    """The prompts one block receives; ``insert`` for the first block, else replace."""
+
+    def __init__(self, length: int, dim: int, bound: float, prefix: int, insert: bool,
+                 dropout: float) -> None:
+        super().__init__()
+        self.tokens = nn.Parameter(torch.empty(length, dim))
+        nn.init.uniform_(self.tokens, -bound, bound)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.prefix, self.insert = prefix, insert
+
+    @property
+    def length(self) -> int:
+        return self.tokens.shape[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` with these prompts after its prefix tokens (inserted, or replacing)."""
+        prompts = self.drop(self.tokens.to(x.dtype).expand(x.shape[0], -1, -1))
+        n = self.prefix
+        rest = x[:, n:] if self.insert else x[:, n + self.length:]
+        return torch.cat([x[:, :n], prompts, rest], dim=1)
+
+
+def _prompt_pre_hook(prompts: PromptTokens, module: nn.Module, args: tuple) -> tuple:
+    return (prompts(args[0]), *args[1:])
+
+
+def _drop_prompts_hook(prefix: int, length: int, module: nn.Module, args: tuple,
+                       out: torch.Tensor) -> torch.Tensor:
+    return torch.cat([out[:, :prefix], out[:, prefix + length:]], dim=1)
+
+
+class _VPT(Method):
+    deep: bool = False
+
+    def __init__(self, config: MethodConfig | None = None) -> None:
+        super().__init__(config)
+        self.handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def check_backbone(self, backbone: Backbone) -> None:
+        model = backbone.model
+        if backbone.arch != "vit" or not all(hasattr(model, a) for a in
+                                              ("blocks", "norm", "num_prefix_tokens",
+                                               "patch_embed")):
+            raise UserError(f"method {self.name!r} supports ViT backbones only, not"
+                            f" {backbone.name!r} ({backbone.arch})")
+
+    def attach(self, backbone: Backbone) -> None:
+        self.check_backbone(backbone)
+        self.backbone = backbone
+        model = backbone.model
+        c = self.config
+        dim = model.embed_dim
+        patch = model.patch_embed.patch_size
+        in_chans = model.patch_embed.proj.in_channels
+        # xavier-uniform bound of the official code: fan_in 3 * patch area, fan_out dim
+        bound = math.sqrt(6.0 / float(in_chans * patch[0] * patch[1] + dim))
+        prefix = model.num_prefix_tokens
+        device = next(model.parameters()).device
+        blocks = list(model.blocks) if self.deep else [model.blocks[0]]
+        for i, block in enumerate(blocks):
+            prompts = PromptTokens(c.length, dim, bound, prefix, insert=i == 0,
+                                   dropout=c.dropout).to(device)
+            block.add_module("vpt", prompts)
+            self.handles.append(block.register_forward_pre_hook(
+                functools.partial(_prompt_pre_hook, prompts)))
+            self.modules[f"layer{i}"] = prompts
+        self.handles.append(model.norm.register_forward_hook(
+            functools.partial(_drop_prompts_hook, prefix, c.length)))
+        self.match_mode()
+
+
+@register("vpt_shallow")
+class VPTShallow(_VPT):
+    """Prompts inserted once, before the first block."""
+
+    config_cls = VPTConfig
+    deep = False
+
+
+@register("vpt_deep")
+class VPTDeep(_VPT):
+    """Prompts inserted before the first block and replaced before every later block."""
+
+    config_cls = VPTConfig
+    deep = True
