@@ -16,7 +16,7 @@ from typing import Any
 from PIL import Image
 
 from heartbench.data.tasks import TaskInfo, get_benchmark, resolve_task
-from heartbench.data.vtab import check_files_exist, load_rgb, parse_list
+from heartbench.data.vtab import check_files_exist, find_folder, load_rgb, parse_list
 from heartbench.errors import UserError, one_of
 
 FEWSHOT_SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -41,21 +41,9 @@ def annotation_name(split: str, shots: int | None = None, seed: int | None = Non
 
 def dataset_dir(root: str | os.PathLike, info: TaskInfo) -> Path:
     """The folder of a dataset under ``root``, accepting any of its alias names."""
-    root = Path(root)
-    if not root.is_dir():
-        raise UserError(
-            f"{info.benchmark} data root {root} does not exist or is not a folder;"
-            f" expected {FEWSHOT_LAYOUT}"
-        )
-    for name in info.folder_names:
-        if (root / name).is_dir():
-            return root / name
-    tried = ", ".join(info.folder_names)
-    raise UserError(
-        f"no folder for dataset {info.name!r} under {root} (tried {tried}); expected"
-        f" {root / info.name}/annotations/train_meta.list.num_shot_<K>.seed_<S> and"
-        f" {root / info.name}/images/"
-    )
+    base = Path(root) / info.name
+    expected = (f"{base}/annotations/train_meta.list.num_shot_<K>.seed_<S> and {base}/images/")
+    return find_folder(root, info, "dataset", FEWSHOT_LAYOUT, expected)
 
 
 def read_fewshot_list(

@@ -91,22 +91,31 @@ def check_files_exist(samples: list[tuple[Path, int]], list_path: Path) -> None:
                 raise UserError(f"{list_path}: listed image {path} does not exist")
 
 
-def task_dir(root: str | os.PathLike, info: TaskInfo) -> Path:
-    """The folder of a task under ``root``, accepting any of its alias names."""
+def find_folder(root: str | os.PathLike, info: TaskInfo, what: str, layout: str,
+                expected: str) -> Path:
+    """The folder of ``info`` under ``root``, accepting any of its alias names.
+
+    ``what`` names the kind of folder (task, dataset), ``layout`` describes the benchmark's whole layout and ``expected`` what the task's
+    folder should hold; both go into the one-line error.
+    """
     root = Path(root)
     if not root.is_dir():
         raise UserError(
             f"{info.benchmark} data root {root} does not exist or is not a folder;"
-            f" expected {VTAB_LAYOUT}"
+            f" expected {layout}"
         )
     for name in info.folder_names:
         if (root / name).is_dir():
             return root / name
     tried = ", ".join(info.folder_names)
     raise UserError(
-        f"no folder for task {info.name!r} under {root} (tried {tried});"
-        f" expected {root / info.name}/train800val200.txt with lines 'images/x.jpg <label>'"
-    )
+        f"no folder for {what} {info.name!r} under {root} (tried {tried}); expected {expected}")
+
+
+def task_dir(root: str | os.PathLike, info: TaskInfo) -> Path:
+    """The folder of a task under ``root``, accepting any of its alias names."""
+    expected = f"{Path(root) / info.name}/train800val200.txt with lines 'images/x.jpg <label>'"
+    return find_folder(root, info, "task", VTAB_LAYOUT, expected)
 
 
 def _check_split(split: str) -> None:
