@@ -20,16 +20,20 @@ from heartbench.errors import UserError, one_of
 # Small named configurations: the CPU twin's backbones and tiny models for tests.
 # Each maps to a timm architecture plus keyword arguments for ``timm.create_model``.
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
-    # 12 heads so head masking has the paper's granularity; 32-px input, 64 tokens.
+    # 12 heads so head masking has the paper's granularity; 32-px input, patch 4 -> 64 tokens.
+    # Width 96 (head dim 8) rather than 192: pretraining must fit ~30 min on 2 shared CPU
+    # cores (`heartbench pretrain`), and 192 wide costs 4x the FLOPs (~1 GFLOP/image/step).
     "vit_mini": (
         "vit_tiny_patch16_224",
-        dict(img_size=32, patch_size=4, embed_dim=192, depth=6, num_heads=12),
+        dict(img_size=32, patch_size=4, embed_dim=96, depth=6, num_heads=12),
     ),
-    # Hierarchical: heads grow per stage like Swin-B's (4, 8, 16, 32), scaled down.
+    # Hierarchical: 3 stages with Swin-B's first three head counts (4, 8, 16), on 8x8, 4x4,
+    # 2x2 token grids (patch 4; the last stage's window shrinks to its 2x2 grid). Sized so
+    # pretraining fits the CPU budget and the fp32 checkpoint stays under 10 MB.
     "swin_mini": (
         "swin_tiny_patch4_window7_224",
-        dict(img_size=32, patch_size=2, window_size=4, embed_dim=48,
-             depths=(2, 2, 4, 2), num_heads=(2, 4, 8, 16)),
+        dict(img_size=32, patch_size=4, window_size=4, embed_dim=64,
+             depths=(2, 2, 2), num_heads=(4, 8, 16)),
     ),
     # Tiny models for unit tests (seconds on a CPU).
     "vit_test": (

@@ -20,6 +20,7 @@ import shutil
 import socket
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +57,10 @@ def main(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {args.jobs}")
     results_dir = Path(args.results_dir)
-    check_writable(results_dir)
+    # Inputs first, then the results directory: a mistake leaves nothing behind.
     check_inputs(suite, runs)
-    todo = [r for r in runs if args.force or not is_done(results_dir, r)]
+    check_writable(results_dir)
+    todo = [r for r in runs if args.force or not is_done(results_dir, r, report=True)]
     print(f"{suite.name}: {len(runs)} runs, {len(runs) - len(todo)} already done,"
           f" {len(todo)} to run")
     if not todo:
@@ -66,13 +68,21 @@ def main(args: argparse.Namespace) -> int:
     executor = args.executor or suite.launcher["executor"]
     if executor == "auto":
         executor = "slurm" if shutil.which("sbatch") else "local"
-    jobs = submit(executor, suite, todo, results_dir, args)
+    jobs, shards = submit(executor, suite, todo, results_dir, args)
     if executor == "slurm" or args.no_wait:
         print(f"submitted {len(jobs)} job(s) with the {executor} executor:"
               f" {', '.join(str(j.job_id) for j in jobs[:10])}{' ...' if len(jobs) > 10 else ''}")
         print("rerun the same command later to skip finished runs and resubmit the rest")
         return 0
-    outcomes = [o for job in jobs for o in job.result()]
+    outcomes: list[dict[str, Any]] = []
+    for job, shard in zip(jobs, shards):
+        try:
+            outcomes.extend(job.result())
+        except Exception as err:  # the job itself died (killed, out of memory): say which runs
+            reason = f"job {job.job_id} {job_failure(job, err)}; rerun the same command to resume"
+            outcomes.extend({"run_id": s.run_id, "task": s.task, "label": s.label,
+                             "status": "failed", "reason": reason}
+                            for s in shard if not is_done(results_dir, s))
     return summarise(outcomes)
 
 
@@ -136,21 +146,36 @@ def check_inputs(suite: Any, runs: list[Any]) -> None:
         check_weights_file(Path(weights), suite.backbone["name"], suite.backbone["kwargs"])
 
 
-def is_done(results_dir: Path, run: Any) -> bool:
-    from heartbench.results import record_path
+def is_done(results_dir: Path, run: Any, report: bool = False) -> bool:
+    """Whether ``run`` has a usable record with status done.
+
+    A truncated or foreign file in the record's place does not count: the run reruns and
+    its record replaces that file (``report``: say so on stdout, naming the file).
+    """
+    from heartbench.results import record_path, validate_record
 
     path = record_path(results_dir, run.suite, run.run_id)
-    try:
-        return json.loads(path.read_text()).get("status") == "done"
-    except (OSError, ValueError):
+    if not path.exists():
         return False
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        problem = validate_record(record)
+    except (OSError, ValueError) as err:  # ValueError covers JSON and UTF-8 decoding errors
+        problem = f"unreadable ({type(err).__name__}: {err})"
+    if problem is None:
+        return record["status"] == "done"
+    if report:
+        print(f"{path}: not a usable record ({problem}); rerunning {run.run_id},"
+              " whose new record will replace this file")
+    return False
 
 
 # ---------------------------------------------------------------------------
 # Submission
 # ---------------------------------------------------------------------------
 def submit(executor_name: str, suite: Any, todo: list[Any], results_dir: Path,
-           args: argparse.Namespace) -> list[Any]:
+           args: argparse.Namespace) -> tuple[list[Any], list[list[Any]]]:
+    """Submit the runs of ``todo``; return the jobs and the runs each job was given."""
     import submitit
 
     folder = results_dir / suite.name / ".submitit" / "%j"
@@ -175,15 +200,33 @@ def submit(executor_name: str, suite: Any, todo: list[Any], results_dir: Path,
     executor.update_parameters(**params)
     job = RunShard()
     progress = cluster == "debug" and sys.stderr.isatty()
-    return executor.map_array(job, shards, [str(results_dir)] * len(shards),
+    jobs = executor.map_array(job, shards, [str(results_dir)] * len(shards),
                               [args.force] * len(shards), [progress] * len(shards))
+    return jobs, shards
+
+
+def job_failure(job: Any, err: Exception) -> str:
+    """One line on why ``job`` gave no result, pointing at its log."""
+    from submitit.core.utils import UncompletedJobError
+
+    if isinstance(err, UncompletedJobError):  # the worker was killed or crashed hard
+        try:
+            where = f" (log: {job.paths.stderr})"
+        except Exception:  # a job without log paths
+            where = ""
+        return f"ended without a result: its worker was killed or crashed{where}"
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    return f"failed: {lines[-1].strip() if lines else type(err).__name__}"
 
 
 def summarise(outcomes: list[dict[str, Any]]) -> int:
+    """Print what happened to every run; exit code 1 if any failed."""
     failed = [o for o in outcomes if o["status"] == "failed"]
     done = [o for o in outcomes if o["status"] == "done"]
-    skipped = [o for o in outcomes if o["status"] in ("skipped", "claimed")]
-    print(f"finished: {len(done)} done, {len(failed)} failed, {len(skipped)} skipped")
+    skipped = [o for o in outcomes if o["status"] == "skipped"]
+    claimed = [o for o in outcomes if o["status"] == "claimed"]
+    print(f"finished: {len(done)} done, {len(failed)} failed, {len(skipped)} skipped"
+          + (f", {len(claimed)} left to another launch that is running them" if claimed else ""))
     for o in failed:
         print(f"  FAILED {o['run_id']} {o['task']} {o['label']}: {o['reason']}")
     return 1 if failed else 0
@@ -222,8 +265,17 @@ class RunShard(_Checkpointable):
                 if not force and is_done(Path(results_dir), spec):  # finished meanwhile
                     outcomes.append({**outcome, "status": "skipped"})
                     continue
-                record = execute(spec, results_dir, progress=progress)
-            reason = (record.get("error") or {}).get("reason")
+                try:
+                    record = execute(spec, results_dir, progress=progress)
+                except Exception as err:  # a crash in one run must not cost the others
+                    # No record: its checkpoint stays, and the next launch resumes it.
+                    traceback.print_exc()
+                    outcomes.append({**outcome, "status": "failed",
+                                     "reason": f"crashed ({type(err).__name__}: {err});"
+                                               " see the job's log"})
+                    continue
+            error = record.get("error") or {}
+            reason = f"epoch {error.get('epoch')}: {error.get('reason')}" if error else None
             outcomes.append({**outcome, "status": record["status"], "reason": reason})
         return outcomes
 
@@ -248,7 +300,7 @@ class Claim:
         me = {"host": socket.gethostname(), "pid": os.getpid(), "job": _job_id()}
         for _ in range(2):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 if not self._stale():
                     return self

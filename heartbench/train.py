@@ -49,9 +49,10 @@ VTAB_SPLITS = {"train": "train800val200", "search_train": "train800", "search_va
 class Diverged(Exception):
     """The loss became NaN or infinite."""
 
-    def __init__(self, epoch: int, reason: str) -> None:
+    def __init__(self, epoch: int, reason: str, history: list[dict[str, Any]] | None = None
+                 ) -> None:
         super().__init__(f"epoch {epoch}: {reason}")
-        self.epoch, self.reason = epoch, reason
+        self.epoch, self.reason, self.history = epoch, reason, list(history or [])
 
 
 def log(message: str) -> None:
@@ -226,7 +227,7 @@ def train_phase(spec: RunSpec, method_config: dict[str, Any], train_split: str,
                 logits = backbone.model(images)
                 loss = criterion(logits.float(), labels)
             if not torch.isfinite(loss):
-                raise Diverged(epoch + 1, f"loss is {loss.item()}")
+                raise Diverged(epoch + 1, f"loss is {loss.item()}", history)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -278,6 +279,8 @@ def execute(spec: RunSpec, results_dir: str | Path, progress: bool = False) -> d
     out_dir = record_path(results_dir, spec.suite, spec.run_id).parent
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = out_dir / f"{spec.run_id}.final.ckpt"
+    # One line per execution in the job's log: what ran where, and how often.
+    log(f"run {spec.run_id}: training {spec.task} {spec.label} seed {spec.seed} (pid {os.getpid()})")
     record = base_record(spec)
     try:
         config, selection = spec.method_config, None
@@ -285,7 +288,9 @@ def execute(spec: RunSpec, results_dir: str | Path, progress: bool = False) -> d
             config, selection = select_on_val(spec, out_dir, progress)
         result = train_phase(spec, config, "train", "test", ckpt, progress)
     except Diverged as err:
+        # metrics stays an object (with test_acc null) so that readers accept the record.
         record.update(status="failed", error={"epoch": err.epoch, "reason": err.reason},
+                      metrics={"test_acc": None, "val_acc": None, "history": err.history},
                       wall_time_s=round(time.time() - started, 3))
         write_record(results_dir, record, overwrite=True)
         _cleanup(out_dir, spec.run_id)
