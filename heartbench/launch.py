@@ -198,7 +198,8 @@ def submit(executor_name: str, suite: Any, todo: list[Any], results_dir: Path,
         n = min(args.jobs, len(todo))
         shards = [todo[i::n] for i in range(n)]
     executor.update_parameters(**params)
-    job = RunShard()
+    # A claim older than a job's time limit (plus slack) cannot belong to a live job.
+    job = RunShard(claim_max_age_s=params["timeout_min"] * 60 + 600)
     progress = cluster == "debug" and sys.stderr.isatty()
     jobs = executor.map_array(job, shards, [str(results_dir)] * len(shards),
                               [args.force] * len(shards), [progress] * len(shards))
@@ -248,6 +249,9 @@ class RunShard(_Checkpointable):
     its epoch checkpoint, so preemption costs at most one epoch.
     """
 
+    def __init__(self, claim_max_age_s: float = 25 * 3600) -> None:
+        self.claim_max_age_s = claim_max_age_s
+
     def __call__(self, specs: list[Any], results_dir: str, force: bool, progress: bool
                  ) -> list[dict[str, Any]]:
         from heartbench.train import execute
@@ -258,7 +262,8 @@ class RunShard(_Checkpointable):
             if not force and is_done(Path(results_dir), spec):
                 outcomes.append({**outcome, "status": "skipped"})
                 continue
-            with Claim(Path(results_dir) / spec.suite / f"{spec.run_id}.claim") as claim:
+            claim_file = Path(results_dir) / spec.suite / f"{spec.run_id}.claim"
+            with Claim(claim_file, self.claim_max_age_s) as claim:
                 if not claim.held:
                     outcomes.append({**outcome, "status": "claimed"})
                     continue
@@ -289,11 +294,13 @@ class Claim:
     """An exclusive claim file per run; a claim whose holder died is taken over.
 
     The file holds host, pid and Slurm job id. It is stale when its process is gone
-    (same host) or when it belongs to this very (requeued) Slurm job.
+    (same host), when it belongs to this very (requeued) Slurm job, or when it is older
+    than ``max_age_s`` (another host: no job outlives its time limit, and a requeued job
+    writes a fresh claim), so a claim left by a dead node is taken over eventually.
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path, self.held = path, False
+    def __init__(self, path: Path, max_age_s: float = 25 * 3600) -> None:
+        self.path, self.held, self.max_age_s = path, False, max_age_s
 
     def __enter__(self) -> Claim:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -321,7 +328,10 @@ class Claim:
             return True
         if holder.get("host") == socket.gethostname():
             return not _alive(int(holder.get("pid", -1)))
-        return False
+        try:
+            return time.time() - self.path.stat().st_mtime > self.max_age_s
+        except OSError:
+            return True
 
     def __exit__(self, *exc: object) -> None:
         if self.held:

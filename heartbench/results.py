@@ -93,6 +93,7 @@ def write_record(results_dir: str | Path, record: dict, overwrite: bool = False)
             f"results directory {Path(results_dir)} is not writable ({err.strerror})") from None
     tmp = Path(tmp_name)
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600: records are for every reader of results/
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()

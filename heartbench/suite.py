@@ -25,6 +25,7 @@ import copy
 import hashlib
 import itertools
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -221,6 +222,9 @@ def _build(path: Path, raw: dict[str, Any], data_root: str | None) -> Suite:
     _check_train(path, "train", train)
     backbone = _backbone(path, raw["backbone"])
     launcher = {"executor": "auto", **raw.get("launcher", {})}
+    for key in ("timeout_min", "gpus_per_node", "cpus_per_task", "array_parallelism", "mem_gb"):
+        if key in launcher and not launcher[key] > 0:
+            raise UserError(f"{path}: launcher.{key} must be > 0, got {launcher[key]}")
     if launcher["executor"] not in EXECUTORS:
         raise UserError(f"{path}: launcher.executor: {one_of('executor', launcher['executor'], EXECUTORS)}")
     root = os.path.expandvars(os.path.expanduser(data_root or s["data_root"]))
@@ -271,6 +275,9 @@ def _int_list(path: Path, where: str, values: Any) -> list[int]:
 
 
 def _check_train(path: Path, where: str, train: dict[str, Any]) -> None:
+    for key, value in train.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{path}: {where}.{key} must be a finite number, got {value}")
     positive = ("epochs", "lr", "batch_size")
     for key in positive:
         if train[key] <= 0:
@@ -295,6 +302,9 @@ def _backbone(path: Path, table: dict[str, Any]) -> dict[str, Any]:
         resolve_name(table["name"])
     except UserError as err:
         raise UserError(f"{path}: backbone.name: {err}") from None
+    rate = table.get("drop_path_rate", 0.1)
+    if not 0.0 <= rate < 1.0:
+        raise UserError(f"{path}: backbone.drop_path_rate must be in [0, 1), got {rate}")
     weights = table.get("weights")
     if weights not in (None, "timm"):
         weights = os.path.expandvars(os.path.expanduser(weights))
@@ -308,9 +318,15 @@ def _heads(path: Path, backbone: dict[str, Any]) -> Any:
     from heartbench.backbones import meta_backbone
 
     try:
-        return meta_backbone(backbone["name"], **backbone["kwargs"])
-    except TypeError as err:
-        raise UserError(f"{path}: backbone.kwargs: {err}") from None
+        built = meta_backbone(backbone["name"], **backbone["kwargs"])
+    except UserError:
+        raise
+    except Exception as err:  # timm rejects impossible shapes with assorted exceptions
+        raise UserError(f"{path}: backbone.kwargs {backbone['kwargs']} do not build"
+                        f" {backbone['name']!r}: {type(err).__name__}: {err}") from None
+    if not built.sites:
+        raise UserError(f"{path}: backbone {backbone['name']!r} has no attention sites")
+    return built
 
 
 def _default_label(entry: dict[str, Any]) -> str:

@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,34 @@ def test_slurm_submission_writes_sbatch_with_requested_resources(
         assert line in text, line
     assert "submitit" in text and log.read_text().strip()
     assert load_records(results).frame.empty  # nothing ran here
+
+
+@pytest.mark.slow
+def test_smoke_suite_trains_every_method(tmp_path: Path, synth_root: Path) -> None:
+    """The shipped smoke suite: every registered method, one record each per task."""
+    from heartbench.adapters import METHODS
+
+    results = tmp_path / "results"
+    assert cli(["run", str(REPO / "suites" / "smoke.toml"), "--executor", "debug",
+                "--results-dir", str(results), "--data-root", str(synth_root)]) == 0
+    frame = load_records(results).frame
+    assert set(frame["method"]) == set(METHODS)
+    assert len(frame) == 3 * len(METHODS) and set(frame["status"]) == {"done"}
+    # Real learning, not chance (4 balanced classes): LoRA separates the colour task.
+    lora = frame[(frame["method"] == "lora") & (frame["task"] == "colors")]
+    assert float(lora["test_acc"].iloc[0]) > 50.0
+
+
+def test_claim_of_another_host_is_taken_over_only_when_older_than_a_job(tmp_path: Path) -> None:
+    from heartbench.launch import Claim
+
+    path = tmp_path / "run.claim"
+    path.write_text(json.dumps({"host": "node-that-died", "pid": 1, "job": "77_3"}))
+    with Claim(path, max_age_s=3600) as claim:
+        assert not claim.held  # fresh: its job may still be running
+    assert path.exists()
+    old = time.time() - 7200
+    os.utime(path, (old, old))
+    with Claim(path, max_age_s=3600) as claim:
+        assert claim.held and json.loads(path.read_text())["pid"] == os.getpid()
+    assert not path.exists()  # released on exit
