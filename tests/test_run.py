@@ -200,3 +200,43 @@ def test_claim_of_another_host_is_taken_over_only_when_older_than_a_job(tmp_path
     with Claim(path, max_age_s=3600) as claim:
         assert claim.held and json.loads(path.read_text())["pid"] == os.getpid()
     assert not path.exists()  # released on exit
+
+
+def _protocol_suite(tmp_path: Path, data: Path, protocol: str) -> Path:
+    text = SUITE.format(data=data).replace('seeds = [0]', f'seeds = [0]\neval_protocol = "{protocol}"')
+    text = text.replace('config = { rank = 4 }\ntasks = ["colors", "position"]',
+                        'config = { rank = 4 }\ngrid = { scale = [0.1, 10.0] }\ntasks = ["colors"]')
+    text = text.replace("epochs = 3", "epochs = 4").replace("lr = 5e-3", "lr = 1e-2")
+    path = tmp_path / f"{protocol}.toml"
+    path.write_text(text)
+    return path
+
+
+def test_val_protocol_selects_on_val200_and_retrains(tmp_path: Path, synth_root: Path) -> None:
+    suite = _protocol_suite(tmp_path, synth_root, "val")
+    results = tmp_path / "results"
+    assert cli(["run", str(suite), "--executor", "debug", "--results-dir", str(results),
+                "--only", "LoRA"]) == 0
+    (record,) = load_records(results).records
+    selection = record["metrics"]["selection"]
+    tried = selection["tried"]
+    assert [t["grid"]["scale"] for t in tried] == [0.1, 10.0]
+    best = max(tried, key=lambda t: t["val_acc"])  # first wins ties, like the selector
+    assert selection["best"] == best["grid"] and record["metrics"]["val_acc"] == best["val_acc"]
+    assert record["method_config"]["scale"] == best["grid"]["scale"]
+    assert record["eval_protocol"] == "val"
+    assert record["metrics"]["test_acc"] == record["metrics"]["history"][-1]["eval_acc"]
+
+
+def test_best_of_test_reports_the_maximum_of_periodic_tests(tmp_path: Path, synth_root: Path) -> None:
+    suite = _protocol_suite(tmp_path, synth_root, "best_of_test")
+    text = suite.read_text().replace("lr = 1e-2", "lr = 1e-2\neval_every = 1")
+    suite.write_text(text)
+    results = tmp_path / "results"
+    assert cli(["run", str(suite), "--executor", "debug", "--results-dir", str(results),
+                "--only", "LoRA"]) == 0
+    for record in load_records(results).records:
+        evals = [h["eval_acc"] for h in record["metrics"]["history"]]
+        assert None not in evals and len(evals) == 4
+        assert record["metrics"]["test_acc"] == max(evals)
+        assert record["metrics"]["final_test_acc"] == evals[-1]
