@@ -199,7 +199,11 @@ def submit(executor_name: str, suite: Any, todo: list[Any], results_dir: Path,
         shards = [todo[i::n] for i in range(n)]
     executor.update_parameters(**params)
     # A claim older than a job's time limit (plus slack) cannot belong to a live job.
-    job = RunShard(claim_max_age_s=params["timeout_min"] * 60 + 600)
+    # Threads: Slurm gives each task cpus_per_task cores; local jobs share this machine's
+    # cores, since oversubscribed BLAS threads spin and slow every job down many times.
+    threads = int(launcher.get("cpus_per_task", 0)) if cluster == "slurm" else max(
+        1, (os.cpu_count() or 1) // len(shards))
+    job = RunShard(claim_max_age_s=params["timeout_min"] * 60 + 600, threads=threads)
     progress = cluster == "debug" and sys.stderr.isatty()
     jobs = executor.map_array(job, shards, [str(results_dir)] * len(shards),
                               [args.force] * len(shards), [progress] * len(shards))
@@ -249,12 +253,17 @@ class RunShard(_Checkpointable):
     its epoch checkpoint, so preemption costs at most one epoch.
     """
 
-    def __init__(self, claim_max_age_s: float = 25 * 3600) -> None:
-        self.claim_max_age_s = claim_max_age_s
+    def __init__(self, claim_max_age_s: float = 25 * 3600, threads: int = 0) -> None:
+        self.claim_max_age_s, self.threads = claim_max_age_s, threads
 
     def __call__(self, specs: list[Any], results_dir: str, force: bool, progress: bool
                  ) -> list[dict[str, Any]]:
+        import torch
+
         from heartbench.train import execute
+
+        if self.threads > 0:
+            torch.set_num_threads(self.threads)
 
         outcomes = []
         for spec in specs:
