@@ -19,7 +19,7 @@ exactly what ``save_adapter`` writes for the method (head excluded).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -242,9 +242,18 @@ class AdaptedLinear(nn.Module):
         self.slices[name] = (start, stop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.base.weight
+        weight, bias = self.base.weight, self.base.bias
         on_weight = sorted((self.slices[n][0], n) for n, d in self.deltas.items() if d.on_weight)
-        if on_weight:
+        if on_weight and not (weight.requires_grad or (bias is not None and bias.requires_grad)):
+            # Frozen base: only the updated slices need a weight gradient (see the Function).
+            slices = tuple(self.slices[n] for _, n in on_weight)
+            modules = [self.deltas[n] for _, n in on_weight]
+            # Deltas that say so are recomputed in backward rather than kept per layer.
+            again = tuple(d.delta_weight if getattr(d, "recompute_weight", False) else None
+                          for d in modules)
+            deltas = [d.delta_weight() for d in modules]
+            out = _SliceDeltaLinear.apply(x, weight, bias, slices, again, *deltas)
+        elif on_weight:
             # Rebuild the weight from untouched rows and updated slices (no in-place on a leaf).
             pieces, cursor = [], 0
             for start, n in on_weight:
@@ -252,18 +261,14 @@ class AdaptedLinear(nn.Module):
                 pieces += [weight[cursor:start], weight[start:stop] + self.deltas[n].delta_weight()]
                 cursor = stop
             pieces.append(weight[cursor:])
-            weight = torch.cat(pieces, dim=0)
-        out = F.linear(x, weight, self.base.bias)
+            out = F.linear(x, torch.cat(pieces, dim=0), bias)
+        else:
+            out = F.linear(x, weight, bias)
         for n, delta in self.deltas.items():
             if not delta.on_weight:
-                start, stop = self.slices[n]
-                if start == 0 and stop == out.shape[-1]:
-                    # Whole width (targets="qkv"): in place on a full slice of F.linear's
-                    # output raises "a leaf Variable ... in-place" when x needs no grad.
-                    out = out + delta(x)
-                else:
-                    # In place on the matmul output: F.linear's backward does not need it.
-                    out[..., start:stop] += delta(x)
+                # In place on the matmul output (F.linear's backward does not need it), one
+                # delta at a time so that only one delta output is alive at once.
+                out = _AddToSlice.apply(out, self.slices[n], delta(x))
         return out
 
     @torch.no_grad()
@@ -273,6 +278,99 @@ class AdaptedLinear(nn.Module):
             start, stop = self.slices[name]
             self.base.weight[start:stop] += delta.delta_weight().to(self.base.weight.dtype)
         return self.base
+
+
+class _AddToSlice(torch.autograd.Function):
+    """``out[..., start:stop] += y`` in place, with a pass-through backward.
+
+    Why not autograd's own in-place add on a slice: its backward (CopySlices) clones the
+    whole output gradient for every slice written (an N x 3d copy per q/v delta per layer)
+    and copies the slice back. Here ``out``'s gradient passes through untouched and ``y``'s
+    gradient is a view of its slice of it: same values, no copies.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, out: torch.Tensor, rows: tuple[int, int], y: torch.Tensor
+                ) -> torch.Tensor:
+        out[..., rows[0]:rows[1]] += y
+        ctx.mark_dirty(out)
+        ctx.rows = rows
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        start, stop = ctx.rows
+        return grad, None, grad[..., start:stop]
+
+
+class _SliceDeltaLinear(torch.autograd.Function):
+    """``F.linear(x, W', b)`` with ``W'`` = frozen ``W`` plus weight deltas on row slices.
+
+    Why not autograd through ``torch.cat`` + ``F.linear``: that computes the gradient of the
+    whole ``W'`` (``grad_out^T @ x``, a d_out x d_in x tokens matmul) and then throws away
+    the rows no delta touches. For FourierFT on q and v of a fused qkv that is a third of
+    the weight-gradient work (the k rows) for nothing. Here the backward multiplies only the
+    updated slices' columns of ``grad_out``; the input gradient and the forward are the same
+    matmuls as before.
+
+    Memory: ``W'`` is not kept for backward (a d_out x d_in copy per layer, 7 MB on ViT-B's
+    qkv); backward rebuilds it from the frozen ``W`` and the deltas, each either kept or, if
+    its ``recompute`` callable is given, computed again (FourierFT: one small inverse FFT).
+    Under autocast the operands are cast as autocast's ``linear`` would (to the autocast
+    dtype), so results match it.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                slices: tuple[tuple[int, int], ...],
+                recompute: tuple[Callable[[], torch.Tensor] | None, ...],
+                *deltas: torch.Tensor) -> torch.Tensor:
+        device = x.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+        full = _with_deltas(weight, slices, deltas)
+        if dtype is not None:
+            x, full = x.to(dtype), full.to(dtype)
+            bias = bias.to(dtype) if bias is not None else None
+        with torch.autocast(device_type=device, enabled=False):
+            out = F.linear(x, full, bias)
+        kept = [d for d, again in zip(deltas, recompute) if again is None]
+        ctx.save_for_backward(x, weight, *kept)
+        ctx.slices, ctx.recompute, ctx.dtype = slices, recompute, dtype
+        ctx.delta_dtypes = [d.dtype for d in deltas]
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight, *kept = ctx.saved_tensors
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            stored = iter(kept)
+            with torch.no_grad():
+                deltas = [next(stored) if again is None else again() for again in ctx.recompute]
+            full = _with_deltas(weight, ctx.slices, deltas)
+            full = full.to(ctx.dtype) if ctx.dtype is not None else full
+            grad_x = grad_out.to(full.dtype) @ full
+            del full, deltas
+        rows = grad_out.reshape(-1, grad_out.shape[-1]).to(x.dtype)
+        inputs = x.reshape(-1, x.shape[-1])
+        grads = []
+        for i, ((start, stop), dtype) in enumerate(zip(ctx.slices, ctx.delta_dtypes)):
+            if ctx.needs_input_grad[5 + i]:
+                grads.append((rows[:, start:stop].t() @ inputs).to(dtype))
+            else:
+                grads.append(None)
+        return (grad_x, None, None, None, None, *grads)
+
+
+def _with_deltas(weight: torch.Tensor, slices: tuple[tuple[int, int], ...],
+                 deltas: Iterable[torch.Tensor]) -> torch.Tensor:
+    """A new tensor: ``weight`` with each delta added to its row slice (slices sorted)."""
+    pieces, cursor = [], 0
+    for (start, stop), delta in zip(slices, deltas):
+        pieces += [weight[cursor:start], weight[start:stop] + delta.to(weight.dtype)]
+        cursor = stop
+    pieces.append(weight[cursor:])
+    return torch.cat(pieces, dim=0)
 
 
 def wrap_linear(parent: nn.Module, attr: str) -> AdaptedLinear:

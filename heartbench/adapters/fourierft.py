@@ -30,6 +30,13 @@ costs about 0.7 s (two 768 x 12,288 x 768 matmuls). On a whole fused qkv (768 ->
 8 x 197 tokens, forward + backward including the input's gradient) the layer takes about
 0.63-0.65x PEFT's ``FourierFTLinear``: the removed second matmul (and its input-gradient
 matmul) is the saving; the FFT is about 2 % of the layer's time either way.
+AdaptedLinear's backward computes the weight gradient of the updated slices only (for
+``targets="qv"`` the k rows cost no weight-gradient matmul) and recomputes ``delta_weight()``
+instead of keeping the updated weight per layer (``recompute_weight``). What remains over a
+frozen backbone (``python -m heartbench bench``) is the dense weight gradient of each updated
+slice (``grad_out^T x``: +8 % of ViT-B's step FLOPs for q and v, +13 % for the whole qkv)
+plus the FFTs; PEFT adds three such matmuls (+37 %), which bounds heartbench / PEFT from below
+at about 0.82 for the whole qkv and 0.79 for q, v.
 
 Size. The default ``n_frequency = 12288`` equals LoRA r=8's parameter count per q/v slice of
 ViT-B (2 * 768 * 8), which is what the paper says it matched ("the same order of parameter
@@ -45,6 +52,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -98,6 +106,10 @@ class FourierDelta(Delta):
     """dW = scaling * Re(ifft2(S)), S sparse with ``n_frequency`` trainable entries."""
 
     on_weight = True
+    # delta_weight() is deterministic and costs one small inverse FFT: AdaptedLinear computes
+    # it again in backward instead of keeping the updated d_out x d_in weight per layer
+    # (85 MB on ViT-B at any batch size; about 1 % of a step to recompute).
+    recompute_weight: ClassVar[bool] = True
 
     def __init__(self, d_in: int, d_out: int, n_frequency: int, scaling: float, seed: int,
                  zero_init: bool = False) -> None:

@@ -1,0 +1,308 @@
+"""The benchmark's own arithmetic, its limits and gates, and a --quick smoke run.
+
+No timing assertions: timings on a shared CPU say nothing about correctness.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from heartbench import bench
+from heartbench.adapters import create_method
+from heartbench.adapters.base import AdaptedLinear
+from heartbench.adapters.fourierft import FourierDelta
+from heartbench.adapters.lora import LowRankDelta
+
+
+# ---------------------------------------------------------------------------
+# Arithmetic
+# ---------------------------------------------------------------------------
+def test_median_ignores_missing_values() -> None:
+    assert bench.median([3.0, 1.0, 2.0]) == 2.0
+    assert bench.median([4.0, None, 1.0, 2.0, 3.0]) == 2.5
+    assert bench.median([None, None]) is None
+    assert bench.median([]) is None
+
+
+def test_ratio_and_paired_ratio() -> None:
+    assert bench.ratio(3.0, 2.0) == 1.5
+    assert bench.ratio(None, 2.0) is None
+    assert bench.ratio(1.0, 0.0) is None
+    # Per-repetition ratios 1.1, 1.2, 0.9 -> median 1.1 (not the ratio of medians).
+    num, den = [1.1, 2.4, 0.9], [1.0, 2.0, 1.0]
+    assert bench.paired_ratio(num, den) == pytest.approx(1.1)
+    assert bench.median(num) / bench.median(den) == pytest.approx(1.1)
+    assert bench.paired_ratio([2.0, None], [1.0, 1.0]) == 2.0
+
+
+def test_rotate() -> None:
+    assert bench.rotate(["a", "b", "c"], 0) == ["a", "b", "c"]
+    assert bench.rotate(["a", "b", "c"], 1) == ["b", "c", "a"]
+    assert bench.rotate(["a", "b", "c"], 4) == ["b", "c", "a"]
+    assert bench.rotate([], 3) == []
+
+
+def test_schedule_runs_every_case_once_per_rep_groups_adjacent_and_rotating() -> None:
+    groups = [["L1", "a", "b"], ["L2", "c"], ["L3"]]
+    order = bench.schedule(groups, reps=3)
+    assert order[0] == ["L1", "a", "b", "L2", "c", "L3"]
+    assert order[1] == ["c", "L2", "L3", "a", "b", "L1"]
+    assert order[2] == ["L3", "b", "L1", "a", "L2", "c"]
+    every = sorted(c for g in groups for c in g)
+    for names in order:
+        assert sorted(names) == every
+        for group in groups:  # a group's cases are neighbours in time
+            positions = sorted(names.index(c) for c in group)
+            assert positions == list(range(positions[0], positions[0] + len(group)))
+    # No case always runs first.
+    assert len({names[0] for names in order}) == 3
+
+
+def test_peak_from_events() -> None:
+    assert bench.peak_from_events([]) == 0
+    assert bench.peak_from_events([10, 5, -12, 20, -23]) == 23
+    assert bench.peak_from_events([-8, 4]) == 0  # frees of earlier tensors only
+
+
+def test_extrapolation_and_scoring_fraction() -> None:
+    assert bench.extrapolate_step(0.5, batch=8) == pytest.approx(4.0)
+    assert bench.extrapolate_step(0.5, batch=8, to_batch=16) == pytest.approx(1.0)
+    # 15 steps of 2 s = 30 s; 15 x 0.01 s listeners + 0.15 s mask = 0.3 s -> 1 %.
+    assert bench.scoring_fraction(0.01, 0.15, 2.0) == pytest.approx(0.01)
+    assert bench.scoring_fraction(0.0, 0.0, 2.0, steps_per_epoch=10) == 0.0
+
+
+def test_suite_gpu_hours_and_cost_estimate() -> None:
+    # 2 runs x (100 x 15 steps x 0.024 s + 12 s eval) = 2 x 48 s = 96 s.
+    assert bench.suite_gpu_hours(2, 0.024, 12.0) == pytest.approx(96 / 3600)
+    assert bench.estimate_cost_s(1.0, cases=2, reps=3, steps=1, warmup=1, profiled=2) == 12.0
+    assert bench.estimate_cost_s(3.0, cases=0, reps=2, steps=1, inference_methods=1) \
+        == pytest.approx(2 * 3 * 3.0 / 3)
+
+
+def test_check_target() -> None:
+    assert bench.check_target("k", "w", 1.04, "<=", 1.05)["met"] is True
+    assert bench.check_target("k", "w", 1.06, "<=", 1.05)["met"] is False
+    assert bench.check_target("k", "w", 0.99, ">=", 0.98)["met"] is True
+    row = bench.check_target("k", "w", None, "<=", 1.0)
+    assert row["met"] is None and row["target"] == "<= 1"
+
+
+def test_targets_cover_steps_memory_peft_merge_and_aux() -> None:
+    rows = {"lora": {"limit": "limit:qkv[q,v]", "step_ratio": 1.02, "memory_ratio": 1.2}}
+    report = {"methods": rows,
+              "peft": {"lora": {"ours_qkv": {"step_ratio": 0.9}, "ours_qv": {"step_ratio": 1.1}}},
+              "inference": {"lora": {"merged": True, "ratio": 0.99},
+                            "vpt_deep": {"merged": False, "ratio": 0.5}},
+              "scoring": {"fraction_of_epoch": 0.02},
+              "tables": {"first_s": 3.0}, "planning": {"load_suite_s": 0.2}}
+    met = {t["key"]: t["met"] for t in bench.targets(report)}
+    assert met == {"step:lora": True, "memory:lora": False, "peft:lora:qkv": True,
+                   "peft:lora:qv": False, "merged:lora": True, "scoring": False,
+                   "tables": True, "planning": True}
+
+
+def test_command_module_does_not_import_torch_at_top() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, heartbench.bench; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------------------
+# Limits and gates
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("name,config,key", [
+    ("lora", {}, "qkv[q,v]"), ("lora", {"targets": "qkv"}, "qkv[qkv]"),
+    ("fourierft", {"n_frequency": 100}, "qkv[q,v]"), ("mora", {}, "qkv[q,v]"),
+    ("heart_lora", {}, "qkv[q,v]"), ("full", {}, "patch"), ("bitfit", {}, "patch"),
+    ("linear", {}, "head"), ("adaptformer", {}, "mlp"), ("adapter", {}, "mlp"),
+    ("compacter", {}, "attn+mlp"), ("fact_tt", {}, "linears"), ("ssf", {}, "ssf_ops"),
+    ("vpt_shallow", {}, "block0_in"), ("vpt_deep", {}, "blocks_in"),
+])
+def test_limit_of_each_method(tiny, name: str, config: dict, key: str) -> None:
+    method = create_method(name, config)
+    method.attach(tiny())
+    assert bench.limit_spec(method).key == key
+
+
+@pytest.mark.parametrize("key", ["qkv[q,v]", "qkv[qkv]", "patch", "mlp", "attn+mlp", "linears",
+                                 "ssf_ops", "block0_in", "blocks_in", "head"])
+def test_gates_keep_the_output_and_receive_gradients(tiny, key: str) -> None:
+    plain = tiny()
+    backbone = bench.clone_backbone(plain)
+    gates = bench.install_gates(backbone, key)
+    x = torch.randn(2, 3, 32, 32)
+    out = backbone.model(x)
+    torch.testing.assert_close(out, plain.model(x))  # gates start at zero
+    assert (len(gates) == 0) == (key == "head")
+    out.square().sum().backward()
+    for gate in gates:
+        assert gate.grad is not None and gate.grad.abs() > 0
+
+
+def test_slice_gate_gradient_is_the_slice_sum() -> None:
+    weight = torch.randn(6, 4)
+    x = torch.randn(3, 4, requires_grad=True)
+    gate = torch.zeros((), requires_grad=True)
+    out = bench._slice_gate().apply(F.linear(x, weight), gate, (2, 4))
+    coeff = torch.randn(3, 6)
+    (out * coeff).sum().backward()
+    assert gate.grad == pytest.approx(coeff[:, 2:4].sum().item(), rel=1e-5)
+    torch.testing.assert_close(x.grad, coeff @ weight)
+
+
+def test_clone_shares_frozen_storage_not_parameters(tiny) -> None:
+    template = tiny()
+    clone = bench.clone_backbone(template)
+    w0 = template.sites[0].base_qkv.weight
+    w1 = clone.sites[0].base_qkv.weight
+    assert w0 is not w1 and w0.data_ptr() == w1.data_ptr()
+    assert clone.head.weight.data_ptr() != template.head.weight.data_ptr()
+    assert clone.head.weight.requires_grad and not w1.requires_grad
+    w1.requires_grad_(True)
+    assert not w0.requires_grad
+
+
+# ---------------------------------------------------------------------------
+# AdaptedLinear's fast paths (changed for this benchmark) give autograd's gradients
+# ---------------------------------------------------------------------------
+def _qkv_layer(d: int = 16) -> torch.nn.Linear:
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(d, 3 * d)
+    layer.requires_grad_(False)
+    return layer
+
+
+def test_weight_deltas_on_slices_match_dense_autograd() -> None:
+    d = 16
+    adapted = AdaptedLinear(_qkv_layer(d))
+    adapted.add("q", FourierDelta(d, d, 40, 3.0, 7), 0, d)
+    adapted.add("v", FourierDelta(d, d, 40, 3.0, 7), 2 * d, 3 * d)
+    x = torch.randn(2, 5, d, requires_grad=True)
+    coeff = torch.randn(2, 5, 3 * d)
+    (adapted(x) * coeff).sum().backward()
+    ours = [adapted.deltas[n].spectrum.grad.clone() for n in "qv"] + [x.grad.clone()]
+    x.grad = None
+    for n in "qv":
+        adapted.deltas[n].spectrum.grad = None
+    base = adapted.base
+    weight = torch.cat([base.weight[:d] + adapted.deltas["q"].delta_weight(), base.weight[d:2 * d],
+                        base.weight[2 * d:] + adapted.deltas["v"].delta_weight()])
+    (F.linear(x, weight, base.bias) * coeff).sum().backward()
+    reference = [adapted.deltas[n].spectrum.grad for n in "qv"] + [x.grad]
+    for a, b in zip(ours, reference):
+        torch.testing.assert_close(a, b)
+
+
+def test_weight_deltas_under_cpu_autocast_and_without_input_grad() -> None:
+    d = 16
+    adapted = AdaptedLinear(_qkv_layer(d))
+    adapted.add("q", FourierDelta(d, d, 40, 3.0, 7), 0, d)
+    x = torch.randn(2, 5, d, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = adapted(x)
+    assert out.dtype == torch.bfloat16
+    out.float().sum().backward()
+    assert x.grad.dtype == torch.float32
+    assert adapted.deltas["q"].spectrum.grad.dtype == torch.float32
+    adapted(torch.randn(2, 5, d)).sum().backward()  # frozen input (first layer)
+
+
+@pytest.mark.parametrize("targets", [("q", "v"), ("qkv",)])
+def test_activation_deltas_match_out_of_place_autograd(targets: tuple[str, ...]) -> None:
+    d = 16
+    adapted = AdaptedLinear(_qkv_layer(d))
+    rows = {"q": (0, d), "v": (2 * d, 3 * d), "qkv": (0, 3 * d)}
+    for t in targets:
+        start, stop = rows[t]
+        delta = LowRankDelta(d, stop - start, rank=4, scale=2.0, dropout=0.0)
+        torch.nn.init.normal_(delta.B)
+        adapted.add(t, delta, start, stop)
+    for needs_grad in (True, False):
+        x = torch.randn(2, 5, d, requires_grad=needs_grad)
+        coeff = torch.randn(2, 5, 3 * d)
+        (adapted(x) * coeff).sum().backward()
+        ours = [p.grad.clone() for p in adapted.deltas.parameters()]
+        grad_x = x.grad.clone() if needs_grad else None
+        adapted.zero_grad(set_to_none=True)
+        x.grad = None
+        out = F.linear(x, adapted.base.weight, adapted.base.bias)
+        pieces = [torch.zeros_like(out)]
+        for t in targets:
+            start, stop = rows[t]
+            pad = torch.zeros_like(out)
+            pad[..., start:stop] = adapted.deltas[t](x)
+            pieces.append(pad)
+        (sum(pieces, out) * coeff).sum().backward()
+        for a, p in zip(ours, adapted.deltas.parameters()):
+            torch.testing.assert_close(a, p.grad)
+        if needs_grad:
+            torch.testing.assert_close(grad_x, x.grad)
+        adapted.zero_grad(set_to_none=True)
+
+
+# ---------------------------------------------------------------------------
+# Smoke run
+# ---------------------------------------------------------------------------
+def _args(tmp_path, **overrides) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--quick", "--backbone", "vit_test", "--batch", "4", "--reps", "1",
+                              "--steps", "1", "--out", str(tmp_path)])
+    for key, value in overrides.items():
+        setattr(args, key, value)
+    return args
+
+
+@pytest.mark.slow
+def test_quick_smoke_run_reports_every_method_and_field(tmp_path, capsys) -> None:
+    methods = ["lora", "fourierft", "heart_lora", "linear", "vpt_shallow"]
+    assert bench.main(_args(tmp_path, methods=",".join(methods))) == 0
+    report = json.loads((tmp_path / "quick.json").read_text())
+    assert (tmp_path / "quick.md").read_text().startswith("### heartbench bench")
+    for key in bench.REPORT_KEYS:
+        assert key in report, key
+    for key in bench.META_KEYS:
+        assert key in report["meta"], key
+    assert report["meta"]["backbone"] == "vit_test" and report["meta"]["batch"] == 4
+    assert set(methods) | {"lora[qkv]", "fourierft[qkv]"} == set(report["methods"])
+    for name, row in report["methods"].items():
+        for key in bench.METHOD_KEYS:
+            assert key in row, (name, key)
+        assert row["step_s"] > 0 and row["peak_bytes"] > 0
+        assert row["limit"] in report["cases"]
+    for name, case in report["cases"].items():
+        for key in bench.CASE_KEYS:
+            assert key in case, (name, key)
+        assert len(case["step_s_reps"]) == 1
+    assert {"limit:patch", "limit:qkv[q,v]", "limit:head", "limit:block0_in"} <= set(
+        report["cases"])
+    assert set(report["inference"]) == set(methods)
+    assert report["inference"]["lora"]["merged"] and not report["inference"]["vpt_shallow"]["merged"]
+    if report["peft"] is not None:
+        assert {"lora", "fourierft"} == set(report["peft"])
+        assert "ours_qkv" in report["peft"]["lora"] and "ours_qv" in report["peft"]["lora"]
+    assert 0 <= report["scoring"]["fraction_of_epoch"] < math.inf
+    assert report["planning"]["runs"] == 19 * 16
+    assert report["data"]["images_per_s_from_32px"] > 0
+    assert {t["key"] for t in report["targets"]} >= {"step:lora", "memory:lora", "tables",
+                                                     "planning", "scoring"}
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_unknown_method_is_a_user_error(tmp_path) -> None:
+    from heartbench.errors import UserError
+
+    with pytest.raises(UserError, match="unknown method 'lorra'.*did you mean 'lora'"):
+        bench.Bench(_args(tmp_path, methods="lorra")).selected_methods()
+    with pytest.raises(UserError, match="--batch must be >= 1"):
+        bench.Bench(_args(tmp_path, batch=-1))
