@@ -16,7 +16,7 @@ from typing import Any
 from PIL import Image
 
 from heartbench.data.tasks import TaskInfo, get_benchmark, resolve_task
-from heartbench.data.vtab import check_files_exist, find_folder, load_rgb, parse_list
+from heartbench.data.vtab import ListDataset, check_files_exist, find_folder, parse_list
 from heartbench.errors import UserError, one_of
 
 FEWSHOT_SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -61,7 +61,7 @@ def read_fewshot_list(
     return parse_list(list_path, folder / "images", info.num_classes, expected)
 
 
-class FewShotDataset:
+class FewShotDataset(ListDataset):
     """One split of a few-shot dataset (``shots`` and ``seed`` pick the train list)."""
 
     def __init__(
@@ -79,20 +79,7 @@ class FewShotDataset:
         self.shots = shots
         self.seed = seed
         self.transform = transform
-        self.samples = read_fewshot_list(root, info, split, shots, seed)
-        self.targets = [label for _, label in self.samples]
-
-    @property
-    def num_classes(self) -> int:
-        return self.info.num_classes
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        path, label = self.samples[index]
-        img = load_rgb(path)
-        return (self.transform(img) if self.transform is not None else img), label
+        self._set_samples(read_fewshot_list(root, info, split, shots, seed))
 
     def __repr__(self) -> str:
         extra = f", shots={self.shots}, seed={self.seed}" if self.split == "train" else ""

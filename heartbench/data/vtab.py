@@ -131,7 +131,35 @@ def read_vtab_list(root: str | os.PathLike, info: TaskInfo, split: str) -> list[
     return parse_list(folder / f"{split}.txt", folder, info.num_classes, expected)
 
 
-class VTABDataset:
+class ListDataset:
+    """Images and labels read from a list file; opened lazily and converted to RGB.
+
+    ``__getitem__`` returns ``(transform(image), label)``; with ``transform=None`` the PIL
+    image itself. Subclasses fill ``samples`` (path, label) from their layout.
+    """
+
+    info: TaskInfo
+    samples: list[tuple[Path, int]]
+    transform: Callable[[Image.Image], Any] | None
+
+    def _set_samples(self, samples: list[tuple[Path, int]]) -> None:
+        self.samples = samples
+        self.targets = [label for _, label in samples]
+
+    @property
+    def num_classes(self) -> int:
+        return self.info.num_classes
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        path, label = self.samples[index]
+        img = load_rgb(path)
+        return (self.transform(img) if self.transform is not None else img), label
+
+
+class VTABDataset(ListDataset):
     """One split of one VTAB-style task; images are opened lazily and converted to RGB.
 
     ``__getitem__`` returns ``(transform(image), label)``; with ``transform=None`` the PIL
@@ -149,20 +177,7 @@ class VTABDataset:
         self.info = task_info
         self.split = split
         self.transform = transform
-        self.samples = read_vtab_list(root, task_info, split)
-        self.targets = [label for _, label in self.samples]
-
-    @property
-    def num_classes(self) -> int:
-        return self.info.num_classes
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        path, label = self.samples[index]
-        img = load_rgb(path)
-        return (self.transform(img) if self.transform is not None else img), label
+        self._set_samples(read_vtab_list(root, task_info, split))
 
     def __repr__(self) -> str:
         return (
