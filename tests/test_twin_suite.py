@@ -27,6 +27,7 @@ def test_quick_twin_suite_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.Mo
     frame = load_records(results).frame
     assert len(frame) == len(suite.runs) and set(frame["status"]) == {"done"}
     assert set(frame["task"]) == set(suite.tasks)
-    # A pretrained backbone plus two epochs is well above chance on the 10-class digits task.
+    # A pretrained backbone plus three epochs is well above chance (10%) on the 10-class digits
+    # task; measured 41-51% (see the suite's header), two epochs at the old lr stayed near 15%.
     digits = frame[frame["task"] == "digits8"]
     assert (digits["test_acc"] > 30.0).all(), digits[["label", "test_acc"]]
