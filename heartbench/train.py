@@ -92,7 +92,8 @@ def make_dataset(spec: RunSpec, split: str, image_size: int, train: bool) -> Any
     from heartbench.data.vtab import VTABDataset
 
     transform = transforms.vtab_transform(image_size, normalize=spec.train["normalize"])
-    return VTABDataset(spec.data_root, info, VTAB_SPLITS[split], transform)
+    # The VTAB transform is deterministic: decode each image once per worker process.
+    return VTABDataset(spec.data_root, info, VTAB_SPLITS[split], transform, cache=True)
 
 
 def make_loader(dataset: Any, spec: RunSpec, train: bool, generator: torch.Generator

@@ -161,6 +161,29 @@ def test_vtab_dataset_lengths_and_labels(synth_root, split):
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32
 
 
+def test_decoded_cache_gives_the_same_tensors_and_sees_rewritten_files(tmp_path):
+    from heartbench.data import vtab
+
+    root = tmp_path / "synth"
+    write_synth(root, seed=0)
+    info = resolve_task("synth", "colors")
+    vtab.clear_decoded_cache()
+    plain = VTABDataset(root, info, "test", vtab_transform(32))
+    cached = VTABDataset(root, info, "test", vtab_transform(32), cache=True)
+    for i in range(5):
+        assert torch.equal(cached[i][0], plain[i][0]) and cached[i][1] == plain[i][1]
+    assert len(vtab._DECODED) == 5
+    # A second dataset over the same files (the next run in the worker) hits the cache...
+    again = VTABDataset(root, info, "test", vtab_transform(32), cache=True)
+    assert again[0][0] is cached[0][0]
+    # ...but an image rewritten on disk is decoded anew.
+    path, original = cached.samples[0][0], cached[0][0]
+    Image.new("RGB", (32, 32), (255, 0, 0)).save(path, format="JPEG", quality=100)
+    fresh = again[0][0]
+    assert not torch.equal(fresh, original) and torch.equal(fresh, plain[0][0])
+    vtab.clear_decoded_cache()
+
+
 def test_vtab_transform_values(synth_root):
     info = resolve_task("synth", "colors")
     raw = VTABDataset(synth_root, info, "test", None)

@@ -470,3 +470,26 @@ def test_report_and_results_never_import_torch():
 def test_golden_fixture_loads_cleanly():
     loaded = load_records(GOLDEN)
     assert loaded.skipped == [] and len(loaded.records) == 18 and len(loaded.done) == 17
+
+
+def test_heatmap_titles_name_panels_and_figure(tmp_path, monkeypatch):
+    """Each panel is titled by its task and Fig 7's figure title by its own task: a loop
+    variable once shadowed the figure title and repeated the last panel's name."""
+    import matplotlib.axes
+    import matplotlib.figure
+
+    seen: dict[str, list[str]] = {"panel": [], "figure": []}
+    panel_title, figure_title = matplotlib.axes.Axes.set_title, matplotlib.figure.Figure.suptitle
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title",
+                        lambda self, t, *a, **k: (seen["panel"].append(t), panel_title(self, t, *a, **k))[1])
+    monkeypatch.setattr(matplotlib.figure.Figure, "suptitle",
+                        lambda self, t, *a, **k: (seen["figure"].append(t), figure_title(self, t, *a, **k))[1])
+    records = figure_records()
+    figures.fig6(records, tmp_path)
+    assert seen["figure"] == [] and len(set(seen["panel"])) == 3
+    seen["panel"].clear()
+    figures.fig7(records, tmp_path)
+    assert seen["figure"], "fig7 has a figure title"
+    for title in seen["figure"]:
+        assert title.endswith(": responsiveness of the q updates")
+        assert title.split(":")[0] not in set(figures.SCORE_NAMES.values())

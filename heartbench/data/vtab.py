@@ -11,6 +11,7 @@ validation can run in light processes before any job starts.
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -131,16 +132,30 @@ def read_vtab_list(root: str | os.PathLike, info: TaskInfo, split: str) -> list[
     return parse_list(folder / f"{split}.txt", folder, info.num_classes, expected)
 
 
+# Decoded and transformed images kept across runs of one process (a suite worker trains
+# many runs on the same task): (path, mtime, size, transform) -> transform output.
+_DECODED: OrderedDict[tuple[str, int, int, str], Any] = OrderedDict()
+DECODED_CACHE_ITEMS = 50_000
+
+
+def clear_decoded_cache() -> None:
+    _DECODED.clear()
+
+
 class ListDataset:
     """Images and labels read from a list file; opened lazily and converted to RGB.
 
     ``__getitem__`` returns ``(transform(image), label)``; with ``transform=None`` the PIL
     image itself. Subclasses fill ``samples`` (path, label) from their layout.
+    With ``cache=True`` (only for a deterministic transform) each transformed image is
+    kept in memory for the life of the process, keyed by file path, mtime and size: the
+    VTAB transform has no randomness, so decoding once per worker gives identical tensors.
     """
 
     info: TaskInfo
     samples: list[tuple[Path, int]]
     transform: Callable[[Image.Image], Any] | None
+    cache: bool = False
 
     def _set_samples(self, samples: list[tuple[Path, int]]) -> None:
         self.samples = samples
@@ -155,8 +170,19 @@ class ListDataset:
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         path, label = self.samples[index]
+        if not self.cache:
+            return self._load(path), label
+        stat = os.stat(path)
+        key = (str(path), stat.st_mtime_ns, stat.st_size, repr(self.transform))
+        if key not in _DECODED:
+            _DECODED[key] = self._load(path)
+            if len(_DECODED) > DECODED_CACHE_ITEMS:
+                _DECODED.popitem(last=False)
+        return _DECODED[key], label
+
+    def _load(self, path: Path) -> Any:
         img = load_rgb(path)
-        return (self.transform(img) if self.transform is not None else img), label
+        return self.transform(img) if self.transform is not None else img
 
 
 class VTABDataset(ListDataset):
@@ -172,11 +198,13 @@ class VTABDataset(ListDataset):
         task_info: TaskInfo,
         split: str,
         transform: Callable[[Image.Image], Any] | None = None,
+        cache: bool = False,
     ) -> None:
         self.root = Path(root)
         self.info = task_info
         self.split = split
         self.transform = transform
+        self.cache = cache
         self._set_samples(read_vtab_list(root, task_info, split))
 
     def __repr__(self) -> str:

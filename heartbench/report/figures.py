@@ -368,11 +368,11 @@ def _heatmaps(panels: list[tuple[str, Any]], out: Path, stem: str, title: str = 
         fig, axes = plt.subplots(1, len(panels), figsize=(COLUMN_WIDTH_IN, 1.75),
                                  sharey=True, squeeze=False, layout="constrained")
         image = None
-        for ax, (title, matrix) in zip(axes[0], panels, strict=True):
+        for ax, (panel_title, matrix) in zip(axes[0], panels, strict=True):
             image = ax.imshow(_normalise(matrix), origin="lower", cmap="Blues", vmin=0, vmax=1,
                               aspect="auto", interpolation="nearest")
             layers, heads = matrix.shape
-            ax.set_title(title)
+            ax.set_title(panel_title)
             ax.set_xlabel("head")
             ax.set_xticks(range(0, heads, max(1, heads // 4)))
             ax.set_yticks(range(0, layers, max(1, layers // 6)))
