@@ -346,6 +346,8 @@ def base_record(spec: RunSpec) -> dict[str, Any]:
         "num_classes": spec.num_classes, "data_root": spec.data_root,
         "eval_protocol": spec.eval_protocol, "metrics": None, "heart": None, "adapter": None,
         "wall_time_s": None, "device": None,
+        # CPU float reductions depend on the thread count: rerun_record restores it.
+        "threads": torch.get_num_threads(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": versions(), "git_commit": git_commit(),
     }
@@ -383,5 +385,11 @@ def rerun_record(record: dict[str, Any], data_root: str | None = None) -> float:
     if data_root is not None:
         spec = RunSpec(**{**spec.to_dict(), "data_root": data_root})
     config = record["method_config"]
-    result = train_phase(spec, config, "train", "test", ckpt=None)
+    threads, before = record.get("threads"), torch.get_num_threads()
+    if threads:  # records from before this field ran with torch's default on 2 cores
+        torch.set_num_threads(int(threads))
+    try:
+        result = train_phase(spec, config, "train", "test", ckpt=None)
+    finally:
+        torch.set_num_threads(before)
     return round(result["acc"], 4)

@@ -332,12 +332,12 @@ def test_measured_vs_reported_diff_and_check(tmp_path, capsys):
     both = (out / "table1.tex").read_text()
     assert "Measured (VTAB-1K, 1 seed)" in both and "FacT-TT" in both
 
-    code = check.main(parse_args(check, "--results-dir", str(results)))
+    code = check.main(parse_args(check, "--results-dir", str(results), "--reproduce", "0"))
     text = capsys.readouterr().out
     assert code == 1
     assert re.search(r"T1\s+Heart-LoRA\s+kitti\s+79\.80\s+82\.3\s+-2\.50\s+1\s+BEYOND", text)
     assert "not compared: Table 1 [VTAB-mini twin], its tasks are not the paper's: LoRA" in text
-    assert check.main(parse_args(check, "--results-dir", str(results), "--tolerance", "3")) == 0
+    assert check.main(parse_args(check, "--results-dir", str(results), "--tolerance", "3", "--reproduce", "0")) == 0
 
 
 def test_check_with_no_records_passes(tmp_path, capsys):
@@ -368,6 +368,22 @@ def test_reproduce_calls_rerun_record(tmp_path, capsys, monkeypatch):
     assert code == (1 if any(sample[c] == "retina" for c in calls) else 0)
     args = parse_args(check, "--results-dir", str(results), "--reproduce", "7")
     assert check.main(args) == 1 and "MISMATCH" in capsys.readouterr().out
+
+
+def test_reproduce_writes_missing_twin_data_first(tmp_path, capsys, monkeypatch):
+    from heartbench.data import twin
+
+    record = {**rec("digits8", acc=50.0), "data_root": str(tmp_path / "data")}
+    results = write_all(tmp_path / "res", [record])
+    order = []
+    monkeypatch.setattr(twin, "ensure_twin_task",
+                        lambda b, root, task: order.append(("ensure", b, root, task)) or True)
+    fake = types.ModuleType("heartbench.train")
+    fake.rerun_record = lambda r: order.append(("rerun", r["task"])) or 50.0
+    monkeypatch.setitem(sys.modules, "heartbench.train", fake)
+    assert check.main(parse_args(check, "--results-dir", str(results))) == 0  # default: 2
+    assert order == [("ensure", "vtab_mini", str(tmp_path / "data"), "digits8"), ("rerun", "digits8")]
+    assert "wrote the twin data of digits8" in capsys.readouterr().out
 
 
 def test_reproduce_skips_without_rerun_record(tmp_path, capsys, monkeypatch):

@@ -213,10 +213,12 @@ def test_missing_animal_package_is_a_user_error(monkeypatch):
 SUBSET = ["digits8", "counting", "histology"]
 
 
-def _digest(root: Path) -> dict[str, str]:
+def _digest(root: Path, task: str | None = None) -> dict[str, str]:
+    """sha256 of every file under ``root`` (only ``task``'s folder when given)."""
+    base = root / task if task else root
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
+        for p in sorted(base.rglob("*"))
         if p.is_file()
     }
 
@@ -250,6 +252,15 @@ def test_written_twin_is_deterministic(mini_root, tmp_path):
     assert (tmp_path / "s1" / "counting" / "test.txt").read_bytes() != (
         mini_root / "counting" / "test.txt"
     ).read_bytes()
+
+
+def test_ensure_twin_task_writes_only_what_is_missing(mini_root, tmp_path):
+    task = SUBSET[0]
+    assert twin.ensure_twin_task("vtab_mini", tmp_path, task) is True
+    assert _digest(tmp_path) == _digest(mini_root, task)  # the same bytes as the fixture's
+    assert twin.ensure_twin_task("vtab_mini", tmp_path, task) is False  # present: untouched
+    assert twin.ensure_twin_task("vtab1k", tmp_path / "v", "cifar") is False
+    assert not (tmp_path / "v").exists()  # real benchmarks cannot be made here
 
 
 def test_fewshot_mini(tmp_path):

@@ -734,3 +734,23 @@ def write_fewshot_mini(
                 counts[f"train_{k}shot"] = len(rows)
         summary[name] = counts
     return summary
+
+
+def ensure_twin_task(benchmark: str, data_root: str | os.PathLike, task: str) -> bool:
+    """Write the twin data of one task under ``data_root`` when its folder is missing (the
+    builders are deterministic, so this is the data the records were trained on); True if
+    written. Other benchmarks are left alone: their data cannot be made here."""
+    folder = Path(data_root) / task
+    if folder.is_dir():
+        return False
+    if benchmark == "vtab_mini":
+        write_vtab_mini(data_root, tasks=[task])
+    elif benchmark == "fewshot_mini":
+        write_fewshot_mini(data_root, datasets=[task])
+    elif benchmark == "synth":
+        from heartbench.data.synth import write_synth
+
+        write_synth(data_root)
+    else:
+        return False
+    return True

@@ -9,9 +9,11 @@
     deviations is printed; any beyond the tolerance fails. Rows with no reported
     counterpart (the CPU twin's tasks, labels the paper does not print, few-shot runs) are
     listed, not failed.
-(c) ``--reproduce N`` re-runs N records of the CPU twins (sampled with ``--seed``) through
-    ``heartbench.train.rerun_record(record) -> float`` and requires the stored test accuracy
-    back exactly. Skipped with a message while that function does not exist.
+(c) ``--reproduce N`` (default 2) re-runs N records of the CPU twins (sampled with
+    ``--seed``) through ``heartbench.train.rerun_record(record) -> float`` and requires the
+    stored test accuracy back exactly; the twin data of a sampled task is written first when
+    its folder is missing (the builders are deterministic). Skipped with a message where
+    torch is not installed.
 
 Exit status: 0 when everything holds, 1 on any failure, 2 on a usage error.
 """
@@ -35,8 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="allowed |measured - reported| in accuracy points (default 1.0)")
     parser.add_argument("--baselines", type=Path, default=None,
                         help="folder of the paper's numbers (default: baselines/ of the checkout)")
-    parser.add_argument("--reproduce", type=int, default=0, metavar="N",
-                        help="re-run N sampled CPU-twin records and require identical accuracy")
+    parser.add_argument("--reproduce", type=int, default=2, metavar="N",
+                        help="re-run N sampled CPU-twin records and require identical accuracy,"
+                             " writing their twin data when missing (default 2; 0 skips)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the --reproduce sample (default 0)")
 
@@ -98,6 +101,7 @@ def check_reproduce(records: list[dict], count: int, seed: int) -> tuple[list[st
     candidates = sorted((r for r in records if r["benchmark"] in TWIN_BENCHMARKS),
                         key=lambda r: (r["suite"], r["run_id"]))
     try:
+        from heartbench.data.twin import ensure_twin_task
         from heartbench.train import rerun_record
     except ImportError as err:
         return [f"(c) reproduce: skipped: heartbench.train.rerun_record is not available ({err})"], True
@@ -112,6 +116,9 @@ def check_reproduce(records: list[dict], count: int, seed: int) -> tuple[list[st
         stored = record["metrics"]["test_acc"]
         name = f"{record['suite']}/{record['run_id']} {record['label']} {record['task']} seed {record['seed']}"
         try:
+            root = record.get("data_root")
+            if root and ensure_twin_task(record["benchmark"], root, record["task"]):
+                lines.append(f"  wrote the twin data of {record['task']} under {record['data_root']}")
             again = float(rerun_record(record))
         except UserError as err:
             lines.append(f"  ERROR {name}: {err}")
