@@ -437,6 +437,22 @@ def test_fewshot_transforms():
     assert "ColorJitter" not in names
 
 
+def test_rand_augment_posterize_at_top_magnitude_gives_black_not_a_crash():
+    """Magnitude noise can ask timm's PosterizeIncreasing for 0 bits, which Pillow 12+ refuses."""
+    from PIL import ImageOps
+
+    from heartbench.data.transforms import posterize_bits
+
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 256, (9, 11, 3), dtype=np.uint8))
+    for bits in range(1, 8):  # the same image as Pillow's own posterize wherever Pillow accepts
+        assert np.array_equal(np.asarray(posterize_bits(img, bits)),
+                              np.asarray(ImageOps.posterize(img, bits)))
+    (op,) = [o for o in fewshot_train_transform(32).transforms[3].ops
+             if o.name == "PosterizeIncreasing"]
+    op.prob, op.magnitude, op.magnitude_std = 1.0, 10, 0  # level 10: keep 4 - 4 = 0 bits
+    assert np.asarray(op(img)).max() == 0
+
+
 # --- determinism and CLI -------------------------------------------------------------------
 
 

@@ -70,11 +70,32 @@ def fewshot_train_transform(
             "img_mean": tuple(min(255, round(255 * m)) for m in IMAGENET_MEAN),
             "interpolation": Image.BICUBIC,
         }
-        steps.append(rand_augment_transform(auto_augment, hparams))
+        steps.append(_pillow_safe(rand_augment_transform(auto_augment, hparams)))
     if color_jitter:
         steps.append(T.ColorJitter(color_jitter, color_jitter, color_jitter))
     steps += [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     return T.Compose(steps)
+
+
+def posterize_bits(img: Image.Image, bits_to_keep: int, **_: object) -> Image.Image:
+    """Keep the top ``bits_to_keep`` bits of every channel; 0 bits gives a black image.
+
+    timm's "inc" RandAugment with magnitude noise asks for 0 bits at the top level; Pillow
+    12+ refuses 0 (older Pillow returned the black image), which crashed few-shot runs at
+    random. Same mask arithmetic as ``ImageOps.posterize``, so 1-7 bits are unchanged.
+    """
+    if bits_to_keep >= 8:
+        return img
+    mask = ~(2 ** (8 - max(0, int(bits_to_keep))) - 1) & 0xFF
+    return img.point([i & mask for i in range(256)] * len(img.getbands()))
+
+
+def _pillow_safe(rand_augment: Callable) -> Callable:
+    """Route the RandAugment posterize ops through :func:`posterize_bits`."""
+    for op in getattr(rand_augment, "ops", []):
+        if op.name.startswith("Posterize"):
+            op.aug_fn = posterize_bits
+    return rand_augment
 
 
 def fewshot_test_size(size: int) -> int:
