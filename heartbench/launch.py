@@ -39,8 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run only runs whose task, method, label or run id matches this glob"
                              " (repeatable)")
     parser.add_argument("--force", action="store_true", help="rerun runs that already have a record")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="local executor: worker processes (default 1; 2 CPU cores suit 1)")
+    parser.add_argument("--jobs", type=int,
+                        help="local executor: worker processes, the cores shared out as threads"
+                             " (default: the suite's launcher.jobs, else 1)")
     parser.add_argument("--no-wait", action="store_true",
                         help="submit and return without waiting (always so for slurm)")
 
@@ -54,8 +55,9 @@ def main(args: argparse.Namespace) -> int:
     if args.dry_run:
         print_plan(suite, runs, time.time() - started)
         return 0
-    if args.jobs < 1:
+    if args.jobs is not None and args.jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {args.jobs}")
+    args.jobs = args.jobs or int(suite.launcher.get("jobs", 1))
     results_dir = Path(args.results_dir)
     # Inputs first, then the results directory: a mistake leaves nothing behind.
     check_inputs(suite, runs)

@@ -34,6 +34,7 @@ batch_size = 16
 lr = 5e-3
 
 [launcher]
+jobs = 2
 partition = "gpu-long"
 gpus_per_node = 2
 cpus_per_task = 6
@@ -76,6 +77,10 @@ def test_local_run_writes_records_then_skips(tmp_path: Path, synth_root: Path,
     assert cli(["run", str(suite), "--executor", "local", "--results-dir", str(results)]) == 0
     frame = load_records(results).frame
     assert len(frame) == 3 and set(frame["status"]) == {"done"}
+    # launcher.jobs = 2: two local workers, the machine's cores shared out between them.
+    assert len(list((results / "mini" / ".submitit").rglob("*_log.err"))) == 2
+    threads = {json.loads(p.read_text())["threads"] for p in (results / "mini").glob("*.json")}
+    assert threads == {max(1, (os.cpu_count() or 1) // 2)}
     for path in (results / "mini").glob("*.json"):
         record = json.loads(path.read_text())
         acc = record["metrics"]["test_acc"]
