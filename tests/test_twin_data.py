@@ -261,6 +261,8 @@ def test_ensure_twin_task_writes_only_what_is_missing(mini_root, tmp_path):
     assert twin.ensure_twin_task("vtab_mini", tmp_path, task) is False  # present: untouched
     assert twin.ensure_twin_task("vtab1k", tmp_path / "v", "cifar") is False
     assert not (tmp_path / "v").exists()  # real benchmarks cannot be made here
+    assert twin.ensure_twin_task("synth", tmp_path / "s", "stripes") is True
+    assert [p.name for p in (tmp_path / "s").iterdir()] == ["stripes"]  # that task only
 
 
 def test_fewshot_mini(tmp_path):

@@ -750,7 +750,7 @@ def ensure_twin_task(benchmark: str, data_root: str | os.PathLike, task: str) ->
     elif benchmark == "synth":
         from heartbench.data.synth import write_synth
 
-        write_synth(data_root)
+        write_synth(data_root, tasks=[task])
     else:
         return False
     return True

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -173,12 +174,17 @@ class ListDataset:
         if not self.cache:
             return self._load(path), label
         stat = os.stat(path)
-        key = (str(path), stat.st_mtime_ns, stat.st_size, repr(self.transform))
+        key = (str(path), stat.st_mtime_ns, stat.st_size, self._transform_key)
         if key not in _DECODED:
             _DECODED[key] = self._load(path)
             if len(_DECODED) > DECODED_CACHE_ITEMS:
                 _DECODED.popitem(last=False)
         return _DECODED[key], label
+
+    @cached_property
+    def _transform_key(self) -> str:
+        # repr of a Compose walks every step: once per dataset, not once per image.
+        return repr(self.transform)
 
     def _load(self, path: Path) -> Any:
         img = load_rgb(path)
