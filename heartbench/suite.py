@@ -6,8 +6,8 @@ Schema (every key optional unless marked; see suites/README.md for the long form
     [backbone]   name*, weights, drop_path_rate, kwargs
     [train]      epochs, warmup_epochs, lr, weight_decay, batch_size, warmup_lr_init, min_lr,
                  normalize, eval_every, num_workers, device, max_train_batches
-    [launcher]   executor, jobs (local worker processes), timeout_min, partition, gpus_per_node, cpus_per_task, mem_gb,
-                 array_parallelism, slurm_extra
+    [launcher]   executor, jobs (local worker processes), timeout_min, partition,
+                 gpus_per_node, cpus_per_task, mem_gb, array_parallelism, slurm_extra
     [[methods]]  name*, label, config, grid, per_task, tasks, seeds, train
 
 Expansion: for each method entry, task, grid point, seed (and shot count for few-shot
@@ -65,8 +65,8 @@ SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "backbone": {"name": str, "weights": str, "drop_path_rate": (int, float), "kwargs": dict},
     "train": {k: (int, float) if isinstance(v, float) else type(v)
               for k, v in TRAIN_DEFAULTS.items()},
-    "launcher": {"executor": str, "jobs": int, "timeout_min": int, "partition": str, "gpus_per_node": int,
-                 "cpus_per_task": int, "mem_gb": (int, float), "array_parallelism": int,
+    "launcher": {"executor": str, "jobs": int, "timeout_min": int, "partition": str,
+                 "gpus_per_node": int, "cpus_per_task": int, "mem_gb": (int, float), "array_parallelism": int,
                  "slurm_extra": dict},
     "methods": {"name": str, "label": str, "config": dict, "grid": dict, "per_task": dict,
                 "tasks": list, "seeds": list, "train": dict},
@@ -222,7 +222,8 @@ def _build(path: Path, raw: dict[str, Any], data_root: str | None) -> Suite:
     _check_train(path, "train", train)
     backbone = _backbone(path, raw["backbone"])
     launcher = {"executor": "auto", **raw.get("launcher", {})}
-    for key in ("jobs", "timeout_min", "gpus_per_node", "cpus_per_task", "array_parallelism", "mem_gb"):
+    for key in ("jobs", "timeout_min", "gpus_per_node", "cpus_per_task", "array_parallelism",
+                "mem_gb"):
         if key in launcher and not launcher[key] > 0:
             raise UserError(f"{path}: launcher.{key} must be > 0, got {launcher[key]}")
     if launcher["executor"] not in EXECUTORS:
