@@ -47,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from heartbench.preflight import check_inputs, check_writable
     from heartbench.suite import load_suite
 
     started = time.time()
@@ -106,46 +107,6 @@ def print_plan(suite: Any, runs: list[Any], seconds: float) -> None:
     print(f"plan: {len(runs)} runs ({tasks} tasks x {labels} methods/variants, grids and seeds"
           f" expanded), {epochs} training epochs in all; suite {suite.name}, benchmark"
           f" {suite.benchmark}, eval protocol {suite.eval_protocol}; planned in {seconds:.2f} s")
-
-
-def check_writable(results_dir: Path) -> None:
-    try:
-        results_dir.mkdir(parents=True, exist_ok=True)
-        probe = results_dir / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise UserError(f"results directory {results_dir} is not writable ({err.strerror})") from None
-
-
-def check_inputs(suite: Any, runs: list[Any]) -> None:
-    """Data and weights problems surface here, before any job is submitted."""
-    from heartbench.data.tasks import is_fewshot
-
-    tasks = sorted({r.task for r in runs})
-    if suite.benchmark == "synth" and not Path(suite.data_root).exists():
-        # Synthetic data is deterministic and cheap: make it rather than fail.
-        from heartbench.data.synth import write_synth
-
-        print(f"writing the synthetic dataset to {suite.data_root} (first use)")
-        write_synth(suite.data_root)
-    if is_fewshot(suite.benchmark):
-        from heartbench.data.fewshot import validate_fewshot
-
-        shots = sorted({r.shots for r in runs})
-        seeds = sorted({r.seed for r in runs})
-        validate_fewshot(suite.data_root, suite.benchmark, tasks, shots, seeds)
-    else:
-        from heartbench.data.vtab import validate_vtab
-
-        splits = ("train800", "val200", "train800val200", "test") \
-            if suite.eval_protocol == "val" else ("train800val200", "test")
-        validate_vtab(suite.data_root, suite.benchmark, tasks, splits)
-    weights = suite.backbone["weights"]
-    if weights not in (None, "timm"):
-        from heartbench.backbones import check_weights_file
-
-        check_weights_file(Path(weights), suite.backbone["name"], suite.backbone["kwargs"])
 
 
 def is_done(results_dir: Path, run: Any, report: bool = False) -> bool:
