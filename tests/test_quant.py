@@ -1,8 +1,12 @@
 """The k-bit per-matrix quantiser of Bi-LoRA against independent computations.
 
+The reference is PETL-ViT's ``QLinear.forward`` (binary_adapter/utils.py):
+``w = (W - mean) / (std + 1e-5)``, ``wb = q(w).data + w - w.data``, ``wb * std + mean``:
+the 1e-5 guards the division only; de-standardising uses the plain std.
+
 Levels: closed forms / the fixed-point property on N(0, 1) (statistics.NormalDist, not scipy).
-Forward: a brute-force nearest-level loop. Gradient: autograd of the formula written out
-separately, and the closed form G + <G, h - n> (W - mean) / ((N - 1) std).
+Forward: a brute-force nearest-level loop. Gradient: autograd of the reference formula
+written out separately, and its closed form (see test_ste_gradient).
 Packing: a bit-string built by hand.
 """
 
@@ -58,7 +62,7 @@ def brute_quantise(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tens
     for v in flat:
         z = (v - mean) / (std + 1e-5)
         hs.append(min(levels, key=lambda lv, z=z: abs(lv - z)))
-    out = [h * (std + 1e-5) + mean for h in hs]
+    out = [h * std + mean for h in hs]  # the reference: wb * std_w + mean_w
     return (torch.tensor(out, dtype=torch.float64).view(w.shape),
             torch.tensor(hs, dtype=torch.float64).view(w.shape))
 
@@ -66,12 +70,14 @@ def brute_quantise(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tens
 @pytest.mark.parametrize("bits", [1, 2, 4, 8])
 def test_quantize_ste_forward_equals_brute_force(bits):
     torch.manual_seed(bits)
-    w = torch.randn(7, 5) * 0.3 + 0.1
-    expected, _ = brute_quantise(w, bits)
-    got = quant.quantize_ste(w, bits)
-    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-6)
-    # Exactly 2^bits distinct values at most.
-    assert len(torch.unique(got)) <= 2**bits
+    # float64 so that a tight tolerance separates std from std + 1e-5 (a 1e-5 * level change).
+    for scale in (0.3, 1e-4):  # at std ~ 1e-4 the eps would be a 10 % error
+        w = torch.randn(7, 5, dtype=torch.float64) * scale + 0.1 * scale
+        expected, _ = brute_quantise(w, bits)
+        got = quant.quantize_ste(w, bits)
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12 * scale)
+        # Exactly 2^bits distinct values at most.
+        assert len(torch.unique(got)) <= 2**bits
 
 
 def test_quantize_ste_fp32_is_identity():
@@ -87,20 +93,24 @@ def test_ste_gradient(bits):
     w = w0.clone().requires_grad_()
     (quant.quantize_ste(w, bits) * upstream).sum().backward()
 
-    # Autograd of the formula with the rounding replaced by identity in the backward:
-    # y = (h + n - stop(n)) * (std + eps) + mean, h the brute-force levels (a constant).
+    # Autograd of the reference formula with the rounding replaced by identity in the
+    # backward: y = (h + n - stop(n)) * std + mean, n = (W - mean) / (std + eps), h the
+    # brute-force levels (a constant).
     _, h = brute_quantise(w0, bits)
     v = w0.clone().requires_grad_()
     mean, std = v.mean(), v.std()
     n = (v - mean) / (std + 1e-5)
-    y = (h + n - n.detach()) * (std + 1e-5) + mean
+    y = (h + n - n.detach()) * std + mean
     (ref,) = torch.autograd.grad((y * upstream).sum(), v)
     torch.testing.assert_close(w.grad, ref)
 
-    # Closed form of the same derivative: G + <G, h - n> (W - mean) / ((N - 1) std).
+    # Closed form of the same derivative, with r = std / (std + eps) and dstd/dW_k =
+    # (W_k - mean) / ((N - 1) std): r G_k + (1 - r) mean(G) + <G, h - r n> dstd/dW_k.
     m, s = w0.mean(), w0.std()
+    r = s / (s + 1e-5)
     nn_ = (w0 - m) / (s + 1e-5)
-    closed = upstream + (upstream * (h - nn_)).sum() * (w0 - m) / ((w0.numel() - 1) * s)
+    dstd = (w0 - m) / ((w0.numel() - 1) * s)
+    closed = r * upstream + (1 - r) * upstream.mean() + (upstream * (h - r * nn_)).sum() * dstd
     torch.testing.assert_close(w.grad, closed)
 
 

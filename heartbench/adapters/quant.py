@@ -3,7 +3,8 @@
 A matrix W is standardised with its own mean and std, w = (W - mean) / (std + 1e-5), each
 entry is replaced by the nearest of 2^k levels of a standard normal, the gradient passes
 straight through (STE), and the result is de-standardised with the same (not detached)
-mean and std. The levels are the fixed point of "level = median of its cell, threshold =
+mean and the plain std: level * std + mean, as PETL-ViT's ``QLinear.forward`` and its
+``load`` do (the 1e-5 only guards the division). The levels are the fixed point of "level = median of its cell, threshold =
 midpoint of neighbouring levels" on N(0, 1): 1 bit gives +-0.6745 = Phi^-1(0.75), 2 bits
 +-0.3778, +-1.2657 with thresholds 0, +-0.8217 (protocol.md).
 
@@ -75,7 +76,7 @@ def quantize_ste(weight: torch.Tensor, bits: int) -> torch.Tensor:
     hard = levels[codes_of(normalised.detach(), bits)]
     # Forward: the level; backward: identity w.r.t. the normalised weight (STE).
     quantised = hard + (normalised - normalised.detach())  # exactly `hard` in forward
-    return quantised * (std + EPS) + mean
+    return quantised * std + mean  # plain std, as the reference (not std + EPS)
 
 
 def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
@@ -119,4 +120,4 @@ def unpack_matrix(stored: dict[str, torch.Tensor], bits: int, shape: tuple[int, 
     codes = unpack_codes(stored["codes"], bits, shape[0] * shape[1]).view(shape)
     levels, _ = _tables(bits, stored["stats"])
     mean, std = stored["stats"][0], stored["stats"][1]
-    return levels[codes] * (std + EPS) + mean
+    return levels[codes] * std + mean
