@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from heartbench.report import build, check, figures, tables
+from heartbench.report import build, check, figures, latex, select, stats, tables
 from heartbench.report import reference as ref
 from heartbench.results import load_records, write_record
 
@@ -200,7 +200,7 @@ def test_reported_table1_bold_is_the_column_maximum(tmp_path):
     for j, column in enumerate(columns):
         best = set(np.flatnonzero(values[:, j] == values[:, j].max()))
         for i, row in enumerate(table.rows):
-            cell = rows[tables.tex(row.method)][1 + j]  # after Size
+            cell = rows[latex.tex(row.method)][1 + j]  # after Size
             assert cell.startswith("\\textbf{") == (i in best), (row.method, column, cell)
             assert cell_number(cell) == values[i, j]
     # Printed strings survive untouched; the dagger renders as a superscript.
@@ -268,39 +268,39 @@ def test_selection_follows_eval_protocol(tmp_path):
 
     for protocol, shown, says in (("last", "90.0", "selection on the test set"),
                                   ("val", "80.0", "selection on val")):
-        blocks = tables.build_blocks(pair(protocol), ref.load_reported())
+        blocks = stats.build_blocks(pair(protocol), ref.load_reported())
         block = next(b for b in blocks if b.table == 1)
         cell = block.rows[0].cells["mnist"]
         assert f"{cell.mean:.1f}" == shown and cell.n_configs == 2
-        assert says in block.description()
+        assert says in tables.block_description(block)
 
 
 def test_tables_for_rules():
-    assert tables.tables_for(rec("mnist", "LoRA")) == (1, 3, 5, 6)
-    assert tables.tables_for(rec("mnist", "Bi-LoRA", "bilora")) == (1,)
+    assert select.tables_for(rec("mnist", "LoRA")) == (1, 3, 5, 6)
+    assert select.tables_for(rec("mnist", "Bi-LoRA", "bilora")) == (1,)
     main = {"config": HEART, "grid": {"ne": 3}}
-    assert tables.tables_for(rec("mnist", "Heart-LoRA", "heart_lora", **main)) == (1, 2, 6)
+    assert select.tables_for(rec("mnist", "Heart-LoRA", "heart_lora", **main)) == (1, 2, 6)
     fp32 = rec("mnist", "x", "heart_lora", config={**HEART, "bits": 32}, grid={"ne": 1})
-    assert tables.tables_for(fp32) == (2,)
+    assert select.tables_for(fp32) == (2,)
     per_layer = rec("mnist", "x", "heart_lora", config={**HEART, "mode": "per_layer"})
-    assert tables.tables_for(per_layer) == (3,)
+    assert select.tables_for(per_layer) == (3,)
     for score in ("weight_l2", "grad_l2"):
         r = rec("mnist", "x", "heart_lora", config={**HEART, "mode": "per_layer", "score": score})
-        assert tables.tables_for(r) == (5,)
-    assert tables.tables_for(rec("mnist", "F", "heart_lora", config={**HEART, "score": "front"})) == (6,)
-    assert tables.tables_for(rec("mnist", "Heart-LoRA", "heart_lora", config=HEART,
+        assert select.tables_for(r) == (5,)
+    assert select.tables_for(rec("mnist", "F", "heart_lora", config={**HEART, "score": "front"})) == (6,)
+    assert select.tables_for(rec("mnist", "Heart-LoRA", "heart_lora", config=HEART,
                                  grid={"ne": 7})) == ()  # the Fig 8 sweep
-    assert tables.tables_for(rec("mnist", "Bi-LoRA", "bilora", backbone="swin_mini")) == (4,)
-    assert tables.tables_for(rec("mnist", shots=4, group=None)) == ()
-    assert tables.tables_for(rec("mnist", status="failed")) == ()
-    assert tables.tables_for(rec("mnist", "r", "heart_lora", config={**HEART, "score": "random"})) == ()
+    assert select.tables_for(rec("mnist", "Bi-LoRA", "bilora", backbone="swin_mini")) == (4,)
+    assert select.tables_for(rec("mnist", shots=4, group=None)) == ()
+    assert select.tables_for(rec("mnist", status="failed")) == ()
+    assert select.tables_for(rec("mnist", "r", "heart_lora", config={**HEART, "score": "random"})) == ()
 
 
 def test_same_run_in_several_suites_counts_once(tmp_path):
     records = [rec("mnist", "LoRA", seed=0, acc=70.0, suite=s) for s in ("vtab1k", "fp32")]
     records[1]["run_id"] = records[0]["run_id"]  # the run id does not depend on the suite
     records.append(rec("mnist", "LoRA", seed=1, acc=74.0))
-    block = next(b for b in tables.build_blocks(records) if b.table == 1)
+    block = next(b for b in stats.build_blocks(records) if b.table == 1)
     cell = block.rows[0].cells["mnist"]
     assert cell.n == 2 and cell.mean == 72.0
 
@@ -423,7 +423,7 @@ def test_fig3_ratio_is_relative_to_ne0(tmp_path):
     records = [rec("mnist", "Heart-LoRA", "heart_lora", 0, 80.0, grid={"ne": 0}, config=HEART),
                rec("mnist", "Front", "heart_lora", 0, 60.0, grid={"ne": 3},
                    config={**HEART, "score": "front"})]
-    cells = figures._per_task_ne([r for r in records if tables.heart_key(r) == "front"])
+    cells = figures._per_task_ne([r for r in records if select.heart_key(r) == "front"])
     assert cells[("mnist", 3)].mean == 60.0
     made = figures.fig3(records, tmp_path)
     assert [f.stem for f in made] == ["fig3_vtab_mini"]
@@ -478,7 +478,8 @@ def test_pdf_require_without_pdflatex_fails(tmp_path, monkeypatch):
 
 def test_report_and_results_never_import_torch():
     code = ("import sys, heartbench.results, heartbench.report.build, heartbench.report.check, "
-            "heartbench.report.tables, heartbench.report.figures, heartbench.report.reference; "
+            "heartbench.report.tables, heartbench.report.figures, heartbench.report.reference, "
+            "heartbench.report.select, heartbench.report.stats, heartbench.report.latex; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 

@@ -67,7 +67,7 @@ def _write(path: Path, text: str) -> None:
 def build(results_dir: Path, out: Path, source: str = "both", baselines_dir: Path | None = None,
           figures: bool = True, pdf: str = "auto", tolerance: float = 1.0) -> BuildResult:
     """Write every table and figure the records and baselines allow; see the module docstring."""
-    from heartbench.report import reference, tables
+    from heartbench.report import latex, reference, select, tables
     from heartbench.results import RecordSet, load_records
 
     if source not in SOURCES:
@@ -88,13 +88,13 @@ def build(results_dir: Path, out: Path, source: str = "both", baselines_dir: Pat
 
     for path, reason in recordset.skipped:
         result.messages.append(f"skipped {path}: {reason}")
-    for line in tables.unplaced(records):
+    for line in select.unplaced(records):
         result.messages.append(f"in no table: {line}")
 
     generated: list[str] = []
     models = tables.table_models(records, reported, source=source, tolerance=tolerance)
     for model in models:
-        _write(out / f"{model.name}.tex", tables.render(model))
+        _write(out / f"{model.name}.tex", latex.render(model))
         generated.append(f"{model.name}.tex")
 
     made = []
@@ -109,9 +109,9 @@ def build(results_dir: Path, out: Path, source: str = "both", baselines_dir: Pat
     failed = sum(1 for r in recordset.records if r["status"] != "done")
     intro = (f"Source: {source}. Records: {len(records)} done"
              f"{f', {failed} failed (not shown)' if failed else ''} under "
-             f"{tables.tex(str(results_dir))}; {len(recordset.skipped)} file(s) skipped."
+             f"{latex.tex(str(results_dir))}; {len(recordset.skipped)} file(s) skipped."
              if source != "reported" else "Source: reported (the paper's numbers only).")
-    preview = tables.environment().get_template("preview.tex.j2").render(
+    preview = latex.environment().get_template("preview.tex.j2").render(
         intro=intro, tables=models, figures=made)
     _write(out / "preview.tex", preview)
     generated.append("preview.tex")

@@ -73,10 +73,10 @@ def check_reported(baselines: Path | None) -> tuple[list[str], bool, Any]:
 
 
 def check_measured(records: list[dict], reported: Any, tolerance: float) -> tuple[list[str], bool]:
-    from heartbench.report import tables
+    from heartbench.report import select, stats
 
-    blocks = tables.build_blocks(records, reported)
-    devs, unmatched = tables.deviations(blocks, reported)
+    blocks = stats.build_blocks(records, reported)
+    devs, unmatched = stats.deviations(blocks, reported)
     beyond = [d for d in devs if abs(d.diff) > tolerance + 1e-9]
     lines = [f"(b) measured vs reported: {len(devs)} compared, {len(beyond)} beyond "
              f"+-{tolerance:g} points"]
@@ -92,7 +92,7 @@ def check_measured(records: list[dict], reported: Any, tolerance: float) -> tupl
     if fewshot:
         lines.append(f"  not compared: {fewshot} few-shot record(s): the paper prints them only "
                      "as Figure 2")
-    for line in tables.unplaced(records):
+    for line in select.unplaced(records):
         lines.append(f"  not compared: in no table: {line}")
     return lines, not beyond
 

@@ -3,7 +3,7 @@
 One PDF and one PNG per figure and benchmark, ``fig<n>_<benchmark>.{pdf,png}``, sized for
 a paper column (3.4 in wide). A figure whose records are missing is skipped with one line
 naming the suites that produce them (:data:`FIGURES`, the one place that maps figures to
-suites). Selection inside a figure follows the tables (:func:`tables.select_cell`): per
+suites). Selection inside a figure follows the tables (:func:`select.select_cell`): per
 point, the grid configuration with the best mean over seeds; the caption says so.
 
 * Fig 2: few-shot top-1 accuracy vs shots, one panel per dataset plus the average over
@@ -31,17 +31,17 @@ from pathlib import Path
 from typing import Any
 
 from heartbench.report import reference as ref
-from heartbench.report.tables import (
+from heartbench.report.latex import tex
+from heartbench.report.select import (
     BENCHMARK_NAMES,
-    _ne,
-    _task_order,
     heart_key,
     is_swin,
     is_vtab_like,
+    ne_of,
     select_cell,
     test_acc,
-    tex,
 )
+from heartbench.report.stats import task_order
 
 COLUMN_WIDTH_IN = 3.4
 
@@ -110,7 +110,7 @@ def _by_benchmark(records: list[dict], keep: Callable[[dict], bool]) -> dict[str
 
 
 def _tasks(records: list[dict]) -> list[str]:
-    return _task_order({r["task"]: r.get("group") or "" for r in records})
+    return task_order({r["task"]: r.get("group") or "" for r in records})
 
 
 def _bench(benchmark: str) -> str:
@@ -188,7 +188,7 @@ def fig2(records: list[dict], out: Path) -> list[Figure]:
 def _per_task_ne(recs: list[dict]) -> dict[tuple[str, int], Any]:
     groups: dict[tuple[str, int], list[dict]] = defaultdict(list)
     for r in recs:
-        ne = _ne(r)
+        ne = ne_of(r)
         if ne is not None:
             groups[(r["task"], ne)].append(r)
     return {k: c for k, rs in groups.items() if (c := select_cell(rs)) is not None}
@@ -201,14 +201,14 @@ def fig3(records: list[dict], out: Path) -> list[Figure]:
 
     def keep(r: dict) -> bool:
         return (r["method"] == "heart_lora" and is_vtab_like(r) and not is_swin(r)
-                and (heart_key(r) == "front" or _ne(r) == 0))
+                and (heart_key(r) == "front" or ne_of(r) == 0))
 
     made = []
     for benchmark, recs in _by_benchmark(records, keep).items():
         # ne = 0 masks nothing: prefer front runs, fall back to any ne = 0 Heart-LoRA run.
         fronts = [r for r in recs if heart_key(r) == "front"]
         cells = _per_task_ne(fronts)
-        base_any = _per_task_ne([r for r in recs if _ne(r) == 0])
+        base_any = _per_task_ne([r for r in recs if ne_of(r) == 0])
         tasks = [t for t in _tasks(recs) if (t, 0) in cells or (t, 0) in base_any]
         nes = sorted({ne for (_, ne) in cells if ne > 0})
         if not tasks or not nes:

@@ -1,0 +1,210 @@
+"""Which records feed which table, and which grid configuration a cell shows.
+
+Pure functions over run records (dicts as stored by :mod:`heartbench.results`); no
+formatting here. The rules are described in :mod:`heartbench.report.tables`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from heartbench.report import reference as ref
+
+TAYLOR_SCORES: tuple[str, ...] = ("taylor", "neg_taylor", "abs_taylor")
+ABLATION_BASELINES: tuple[str, ...] = ("full", "lora")  # repeated from Table 1 in Tables 3, 5, 6
+# The paper searches ne in {1, 3, 6} and falls back to ne = 0 where masking hurts (App. F.5).
+PAPER_NE: tuple[int, ...] = (0, 1, 3, 6)
+TABLE_NUMBERS: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
+# A measured block is written only when it has a row of what its table is about (not
+# just the Full / LoRA rows that Tables 3, 5 and 6 repeat, or the main row Table 2 repeats).
+DEFINING_KEYS: dict[int, tuple[str, ...]] = {
+    2: ("heart_lora_fp32",),
+    3: ("heart_lora_per_layer",),
+    5: ("heart_lora_per_layer_weight", "heart_lora_per_layer_grad"),
+    6: ("front",),
+}
+PAPER_BENCHMARK = "vtab1k"
+BENCHMARK_NAMES: dict[str, str] = {
+    "vtab1k": "VTAB-1K",
+    "vtab_mini": "VTAB-mini twin",
+    "synth": "synthetic twin",
+    "fewshot": "few-shot",
+    "fewshot_mini": "few-shot twin",
+}
+
+
+# ---------------------------------------------------------------------------
+# Which records feed which table
+# ---------------------------------------------------------------------------
+def backbone_name(record: dict) -> str:
+    return str((record.get("backbone") or {}).get("name") or "")
+
+
+def is_swin(record: dict) -> bool:
+    return "swin" in backbone_name(record).lower()
+
+
+def heart_key(record: dict) -> str | None:
+    """The Heart-LoRA variant of a record (None for other methods)."""
+    if record["method"] != "heart_lora":
+        return None
+    cfg = record.get("method_config") or {}
+    score = cfg.get("score", "taylor")
+    mode = cfg.get("mode", "global")
+    bits = cfg.get("bits", 1)
+    if score == "front":
+        return "front"
+    if score in TAYLOR_SCORES:
+        if mode == "per_layer":
+            return "heart_lora_per_layer"
+        return "heart_lora_fp32" if bits is not None and bits >= 32 else "heart_lora"
+    if mode == "per_layer" and score == "weight_l2":
+        return "heart_lora_per_layer_weight"
+    if mode == "per_layer" and score == "grad_l2":
+        return "heart_lora_per_layer_grad"
+    return f"heart_lora_{mode}_{score}"
+
+
+def row_key(record: dict) -> str:
+    """What a measured row is matched on: the Heart-LoRA variant, else the label."""
+    return heart_key(record) or ref.normalize_label(record["label"])
+
+
+def is_vtab_like(record: dict) -> bool:
+    return record.get("group") is not None and record.get("shots") is None
+
+
+def ne_of(record: dict) -> int | None:
+    value = (record.get("method_config") or {}).get("ne")
+    if value is None:
+        value = (record.get("grid") or {}).get("ne")
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def tables_for(record: dict) -> tuple[int, ...]:
+    """The numbers of the tables a record feeds (see the module docstring)."""
+    if record.get("status") != "done" or not is_vtab_like(record):
+        return ()
+    if is_swin(record):
+        return (4,)
+    heart, key = heart_key(record), row_key(record)
+    if heart is not None and ne_of(record) not in (None, *PAPER_NE):
+        return ()  # the ne sweep of Figs 4 and 8, outside the paper's search space
+    out: set[int] = set()
+    if heart in (None, "heart_lora"):
+        out.add(1)
+    if heart in ("heart_lora", "heart_lora_fp32"):
+        out.add(2)
+    if heart is None and key in ABLATION_BASELINES:
+        out.update((3, 5, 6))
+    if heart == "heart_lora_per_layer":
+        out.add(3)
+    if heart in ("heart_lora_per_layer_weight", "heart_lora_per_layer_grad"):
+        out.add(5)
+    if heart in ("front", "heart_lora"):
+        out.add(6)
+    return tuple(sorted(out))
+
+
+def reported_match(row: ref.ReportedRow, key: str) -> bool:
+    """Whether a measured row key is the printed row ``row``."""
+    return key == row.key or key == ref.normalize_label(row.method)
+
+
+# ---------------------------------------------------------------------------
+# Aggregation over seeds and grid configurations
+# ---------------------------------------------------------------------------
+def config_id(record: dict) -> str:
+    return json.dumps(record.get("grid") or {}, sort_keys=True)
+
+
+def test_acc(record: dict) -> float | None:
+    value = (record.get("metrics") or {}).get("test_acc")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def val_acc(record: dict) -> float | None:
+    value = (record.get("metrics") or {}).get("val_acc")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def mean_of(values: list[float]) -> float:
+    return math.fsum(values) / len(values)
+
+
+def std_of(values: list[float]) -> float | None:
+    return statistics.stdev(values) if len(values) > 1 else None
+
+
+@dataclass
+class Cell:
+    """One (row, task): the selected grid configuration's accuracy per seed."""
+
+    by_seed: dict[Any, float]
+    config: str
+    n_configs: int
+    selected_on: str  # "test", "val" or "only" (a single configuration)
+    stored_bytes: float | None
+
+    @property
+    def n(self) -> int:
+        return len(self.by_seed)
+
+    @property
+    def mean(self) -> float:
+        return mean_of(list(self.by_seed.values()))
+
+    @property
+    def std(self) -> float | None:
+        return std_of(list(self.by_seed.values()))
+
+
+def _by_seed(records: list[dict], metric: Any) -> dict[Any, float]:
+    """Metric per seed (several records of one seed and config are averaged)."""
+    per: dict[Any, list[float]] = defaultdict(list)
+    for r in records:
+        value = metric(r)
+        if value is not None:
+            per[r["seed"]].append(value)
+    return {seed: mean_of(v) for seed, v in sorted(per.items(), key=lambda kv: str(kv[0]))}
+
+
+def select_cell(records: list[dict]) -> Cell | None:
+    """The best grid configuration of one (row, task) and its per-seed accuracies."""
+    configs: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        if test_acc(r) is not None:
+            configs[config_id(r)].append(r)
+    if not configs:
+        return None
+    on_val = all(r.get("eval_protocol") == "val" and val_acc(r) is not None
+                 for rs in configs.values() for r in rs)
+    metric = val_acc if on_val else test_acc
+    scored = sorted((-mean_of(list(_by_seed(rs, metric).values())), cid)
+                    for cid, rs in configs.items())
+    best = scored[0][1]
+    chosen = configs[best]
+    sizes = [float(r["adapter"]["stored_bytes"]) for r in chosen
+             if isinstance((r.get("adapter") or {}).get("stored_bytes"), (int, float))]
+    return Cell(
+        by_seed=_by_seed(chosen, test_acc),
+        config=best,
+        n_configs=len(configs),
+        selected_on=("val" if on_val else "test") if len(configs) > 1 else "only",
+        stored_bytes=mean_of(sizes) if sizes else None,
+    )
+
+
+def unplaced(records: list[dict]) -> list[str]:
+    """Labels of done VTAB-style records that feed no table, one line each."""
+    counts: dict[tuple[str, str, str], int] = defaultdict(int)
+    for r in records:
+        if r.get("status") == "done" and is_vtab_like(r) and not tables_for(r):
+            counts[(r["benchmark"], r["label"], row_key(r))] += 1
+    return [f"{b}: {label} ({key}, {n} record{'s' if n != 1 else ''})"
+            for (b, label, key), n in sorted(counts.items())]

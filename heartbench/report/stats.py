@@ -1,0 +1,230 @@
+"""Measured rows and blocks: seed means, group means and the paper's average, deviations.
+
+Pure functions over records and :class:`heartbench.report.select.Cell`; no LaTeX here.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from heartbench.report import reference as ref
+from heartbench.report.select import (
+    BENCHMARK_NAMES,
+    DEFINING_KEYS,
+    PAPER_BENCHMARK,
+    Cell,
+    backbone_name,
+    mean_of,
+    reported_match,
+    row_key,
+    select_cell,
+    std_of,
+    tables_for,
+    test_acc,
+)
+
+
+@dataclass(frozen=True)
+class Stat:
+    """A displayed number: mean, std over seeds (or None), seed count."""
+
+    mean: float | None
+    std: float | None = None
+    n: int = 0
+
+
+@dataclass
+class MeasuredRow:
+    key: str
+    label: str
+    protocol: str
+    cells: dict[str, Cell]
+    name: str = ""  # display name (label, disambiguated within its block)
+
+    def task_stat(self, task: str) -> Stat:
+        cell = self.cells.get(task)
+        if cell is None:
+            return Stat(None)
+        return Stat(cell.mean, cell.std, cell.n)
+
+    def column_stats(self, task_group: dict[str, str]) -> dict[str, Stat]:
+        """Group means and the paper's Avg., each with a std over complete seeds."""
+        means = ref.group_means({t: self.task_stat(t).mean for t in task_group}, task_group)
+        out: dict[str, Stat] = {}
+        seeds = sorted({s for c in self.cells.values() for s in c.by_seed}, key=str)
+        per_seed_groups: dict[Any, dict[str, float | None]] = {}
+        for seed in seeds:
+            values = {t: c.by_seed.get(seed) for t, c in self.cells.items()}
+            per_seed_groups[seed] = ref.group_means(values, task_group)
+        for group in ref.GROUPS:
+            present = [per_seed_groups[s][group] for s in seeds if per_seed_groups[s][group] is not None]
+            tasks = [t for t, g in task_group.items() if g == group]
+            n = min((self.task_stat(t).n for t in tasks), default=0)
+            out[group] = Stat(means[group], std_of(present) if len(present) > 1 else None, n)  # type: ignore[arg-type]
+        avg = ref.paper_average(means)
+        per_seed_avg = [ref.paper_average(per_seed_groups[s]) for s in seeds]
+        complete = [a for a in per_seed_avg if a is not None]
+        n_avg = min((out[g].n for g in ref.GROUPS), default=0)
+        out["avg"] = Stat(avg, std_of(complete) if len(complete) > 1 else None, n_avg)
+        return out
+
+    def size_mib(self) -> float | None:
+        sizes = [c.stored_bytes for c in self.cells.values() if c.stored_bytes is not None]
+        return mean_of(sizes) / 2**20 if sizes else None
+
+
+@dataclass
+class MeasuredBlock:
+    """The measured rows of one table on one benchmark."""
+
+    table: int
+    benchmark: str
+    tasks: list[str]
+    task_group: dict[str, str]
+    rows: list[MeasuredRow]
+    seeds: int  # most seeds of any cell: the table's seed count
+    protocols: list[str]
+    selected_on: list[str]  # "test" / "val" when some cell had several configurations
+    backbones: list[str] = field(default_factory=list)
+
+
+def task_order(tasks: dict[str, str]) -> list[str]:
+    """VTAB-1K tasks in the paper's order; other tasks by group, then name."""
+    rank = {t: i for i, t in enumerate(ref.VTAB_TASKS)}
+    group_rank = {g: i for i, g in enumerate(ref.GROUPS)}
+    return sorted(tasks, key=lambda t: (group_rank.get(tasks[t], 9), rank.get(t, 99), t))
+
+
+def _row_order(table: int, reported: dict[int, ref.ReportedTable] | None):
+    rows = reported[table].rows if reported and table in reported else []
+
+    def order(row: MeasuredRow) -> tuple:
+        index = next((i for i, r in enumerate(rows) if reported_match(r, row.key)), len(rows))
+        return (index, row.label, row.key, row.protocol)
+
+    return order
+
+
+def build_blocks(records: list[dict],
+                 reported: dict[int, ref.ReportedTable] | None = None) -> list[MeasuredBlock]:
+    """Every measured block (table x benchmark) the records make, in a fixed order."""
+    placed: dict[tuple[int, str], list[dict]] = defaultdict(list)
+    for r in records:
+        if test_acc(r) is None:
+            continue
+        for table in tables_for(r):
+            placed[(table, r["benchmark"])].append(r)
+    blocks = []
+    for (table, benchmark), recs in sorted(placed.items()):
+        task_group = _block_tasks(recs, benchmark)
+        by_row: dict[tuple[str, str, str], dict[str, list[dict]]] = defaultdict(
+            lambda: defaultdict(list))
+        seen: set[tuple[str, str]] = set()
+        for r in recs:
+            # One run stored by several suites (same run_id and label) counts once.
+            if (r["run_id"], r["label"]) in seen:
+                continue
+            seen.add((r["run_id"], r["label"]))
+            ident = (row_key(r), r["label"], str(r.get("eval_protocol")))
+            by_row[ident][r["task"]].append(r)
+        rows = []
+        for (key, label, protocol), per_task in sorted(by_row.items()):
+            cells = {t: c for t, rs in sorted(per_task.items()) if (c := select_cell(rs)) is not None}
+            rows.append(MeasuredRow(key=key, label=label, protocol=protocol, cells=cells))
+        if table in DEFINING_KEYS and not any(r.key in DEFINING_KEYS[table] for r in rows):
+            continue
+        rows.sort(key=_row_order(table, reported))
+        _name_rows(rows)
+        cells = [c for row in rows for c in row.cells.values()]
+        selected = sorted({c.selected_on for c in cells if c.selected_on != "only"})
+        blocks.append(MeasuredBlock(
+            table=table, benchmark=benchmark, tasks=task_order(task_group),
+            task_group=task_group, rows=rows, seeds=max((c.n for c in cells), default=0),
+            protocols=sorted({str(r.get("eval_protocol")) for r in recs}),
+            selected_on=selected, backbones=sorted({backbone_name(r) or "?" for r in recs}),
+        ))
+    return blocks
+
+
+def _block_tasks(records: list[dict], benchmark: str) -> dict[str, str]:
+    """Task -> group for a block: all 19 tasks on VTAB-1K (missing ones show dashes)."""
+    if benchmark == PAPER_BENCHMARK:
+        return dict(ref.TASK_GROUP)
+    votes: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for r in records:
+        votes[r["task"]][r["group"]] += 1
+    return {t: sorted(v.items(), key=lambda kv: (-kv[1], kv[0]))[0][0] for t, v in votes.items()}
+
+
+def _name_rows(rows: list[MeasuredRow]) -> None:
+    """Row names: the label, plus the variant or protocol where two rows share a label."""
+    counts: dict[str, int] = defaultdict(int)
+    for row in rows:
+        counts[row.label] += 1
+    for row in rows:
+        row.name = row.label
+        if counts[row.label] > 1:
+            same = [r for r in rows if r.label == row.label]
+            extra = []
+            if len({r.key for r in same}) > 1:
+                extra.append(row.key)
+            if len({r.protocol for r in same}) > 1:
+                extra.append(row.protocol)
+            row.name = f"{row.label} [{', '.join(extra) or row.key}]"
+
+
+@dataclass(frozen=True)
+class Deviation:
+    table: int
+    label: str
+    key: str
+    column: str
+    measured: float
+    reported: float
+    seeds: int
+
+    @property
+    def diff(self) -> float:
+        return self.measured - self.reported
+
+
+def deviations(blocks: list[MeasuredBlock],
+               reported: dict[int, ref.ReportedTable]) -> tuple[list[Deviation], list[str]]:
+    """Measured minus reported for every (table, row, column) both have; and what has none.
+
+    Only the paper's benchmark (vtab1k) has reported counterparts; rows of other
+    benchmarks and labels the paper does not print are returned as lines to list, one per
+    table and benchmark.
+    """
+    found: list[Deviation] = []
+    missing: dict[tuple[int, str, str], list[str]] = defaultdict(list)
+    for block in blocks:
+        table = reported.get(block.table)
+        for row in block.rows:
+            match = None
+            if block.benchmark == PAPER_BENCHMARK and table is not None:
+                match = next((r for r in table.rows if reported_match(r, row.key)), None)
+            if match is None:
+                why = ("its tasks are not the paper's" if block.benchmark != PAPER_BENCHMARK
+                       else "the paper prints no such row")
+                missing[(block.table, block.benchmark, why)].append(
+                    f"{row.name} ({len(row.cells)} task{'s' if len(row.cells) != 1 else ''})")
+                continue
+            columns = row.column_stats(block.task_group)
+            pairs: list[tuple[str, Stat]] = [("avg", columns["avg"])]
+            if block.table == 1:
+                pairs += [(t, row.task_stat(t)) for t in ref.VTAB_TASKS]
+            else:
+                pairs += [(g, columns[g]) for g in ref.GROUPS]
+            for column, stat in pairs:
+                printed = match.value(column)
+                if stat.mean is None or printed is None:
+                    continue
+                found.append(Deviation(block.table, row.name, row.key, column, stat.mean,
+                                       printed, stat.n))
+    unmatched = [f"Table {table} [{BENCHMARK_NAMES.get(bench, bench)}], {why}: {', '.join(names)}"
+                 for (table, bench, why), names in sorted(missing.items())]
+    return found, unmatched
+
