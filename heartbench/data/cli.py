@@ -3,6 +3,8 @@
 python -m heartbench data synth --out DIR [--seed N] [--size 32]
 python -m heartbench data vtab-mini --out DIR [--seed N] [--tasks a,b]
 python -m heartbench data fewshot-mini --out DIR [--seed N] [--datasets a,b]
+python -m heartbench data verify ROOT [--benchmark vtab1k|fewshot] [--tasks a,b] [--deep]
+python -m heartbench data prepare vtab1k --out DIR [--tasks a,b] [--format jpg|png]
 """
 
 from __future__ import annotations
@@ -29,8 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", **common)
     p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
-    p.add_argument("--size", type=int, default=32, help="image side in pixels (default 32)")
+    p.add_argument("--size", type=int, default=None,
+                   help="image side in pixels (default 32; 224 with --full-size)")
     p.add_argument("--tasks", default=None, help="comma-separated subset of tasks")
+    p.add_argument("--full-size", action="store_true",
+                   help="VTAB-1K-shaped rehearsal data: the real split sizes and class counts"
+                        " of --tasks (vtab1k names), 224 px JPEG (data/rehearsal.py)")
+    p.add_argument("--max-test", type=int, default=None,
+                   help="with --full-size: cap each test split at this many images")
 
     p = sub.add_parser(
         "vtab-mini",
@@ -51,12 +59,89 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--out", **common)
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--datasets", default=None, help="comma-separated subset of datasets")
+    _add_verify_prepare(sub)
+
+
+def _add_verify_prepare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "verify",
+        help="check a VTAB-1K or few-shot copy against the standard one (counts, labels, files)",
+        description="Check a copy against heartbench's manifest: list files, line counts, labels,"
+        " train800 + val200 = train800val200, images present; --deep also decodes every image"
+        " and looks for training images identical to test images. Exit 0 only if all match.",
+    )
+    p.add_argument("root", metavar="ROOT", help="the data folder (holds one folder per task)")
+    p.add_argument("--benchmark", choices=("vtab1k", "fewshot"), default="vtab1k",
+                   help="which standard copy ROOT claims to be (default vtab1k)")
+    p.add_argument("--tasks", default=None, help="comma-separated subset of tasks/datasets")
+    p.add_argument("--deep", action="store_true",
+                   help="also read every image: decode, mode/size statistics, duplicates")
+    p.add_argument("--json", metavar="FILE", default=None,
+                   help="where to write the copy's fingerprint (default ROOT/heartbench-verify.json)")
+
+    p = sub.add_parser(
+        "prepare",
+        help="build the standard VTAB-1K copy from TFDS (needs internet and heartbench[tfds])",
+        description="Build VTAB-1K from TensorFlow Datasets as NOAH's get_vtab1k.py does"
+        " (task_adaptation's splits and label functions, pinned versions), then verify it.",
+    )
+    p.add_argument("benchmark", choices=("vtab1k",), help="what to build (vtab1k)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    p.add_argument("--tasks", default=None, help="comma-separated subset of the 19 tasks")
+    p.add_argument("--format", choices=("jpg", "png"), default="jpg",
+                   help="image format: jpg (quality 75, as NOAH; default) or png (lossless)")
+    p.add_argument("--tfds-dir", default=None, metavar="DIR",
+                   help="TFDS data_dir for downloads and tfrecords (default OUT/.tfds)")
+    p.add_argument("--manual-dir", default=None, metavar="DIR",
+                   help="where the manual downloads (diabetic_retinopathy, resisc45) are:"
+                        " DIR/<tfds name>/ (default TFDS-DIR/manual)")
+
+
+def _progress(tty: bool):
+    def progress(items, desc, total):
+        if not tty:
+            return items
+        from tqdm import tqdm
+
+        return tqdm(items, desc=desc, total=total, unit="img", file=sys.stderr, leave=False)
+    return progress
+
+
+def _verify(root: str, benchmark: str, tasks: list[str] | None, deep: bool,
+            json_path: str | None) -> int:
+    from pathlib import Path
+
+    from heartbench.data.verify import fingerprint_json, summary_line, verify, write_json
+
+    checks = verify(root, benchmark, tasks, deep, _progress(sys.stderr.isatty()))
+    for check in checks:
+        print(check.row())
+    target = Path(json_path) if json_path else Path(root) / "heartbench-verify.json"
+    try:
+        write_json(target, fingerprint_json(root, benchmark, checks, deep))
+        where = f"; fingerprint written to {target}"
+    except OSError as err:
+        if json_path:
+            raise UserError(f"cannot write the fingerprint to {target} ({err.strerror})") from None
+        where = f"; fingerprint not written ({target}: {err.strerror}; use --json FILE)"
+    print(summary_line(root, benchmark, checks) + where)
+    return 0 if all(c.ok for c in checks) else 2
 
 
 def main(args: argparse.Namespace) -> int:
     what = getattr(args, "data_command", None)
     if what is None:
-        raise UserError("say what to write: synth, vtab-mini or fewshot-mini (see --help)")
+        raise UserError("say what to write or check: synth, vtab-mini, fewshot-mini, verify"
+                        " or prepare (see --help)")
+    if what == "verify":
+        return _verify(args.root, args.benchmark, _names(args.tasks), args.deep, args.json)
+    if what == "prepare":
+        from heartbench.data.prepare import prepare_vtab1k
+
+        summary = prepare_vtab1k(args.out, _names(args.tasks), args.format, args.tfds_dir,
+                                 args.manual_dir, _progress(sys.stderr.isatty()))
+        print(f"prepared {len(summary)} vtab1k tasks in {args.out}; verifying")
+        return _verify(args.out, "vtab1k", list(summary), False, None)
     from heartbench.data.tasks import get_benchmark
 
     tty = sys.stderr.isatty()
@@ -69,12 +154,22 @@ def main(args: argparse.Namespace) -> int:
         return tqdm(items, desc=what, unit="task", file=sys.stderr)
 
     start = time.perf_counter()
-    if what == "synth":
+    if what == "synth" and args.full_size:
+        from heartbench.data.rehearsal import write_fullsize
+
+        size = args.size or 224
+        if size < 8:
+            raise UserError(f"--size {size} is too small; expected at least 8 pixels")
+        summary = write_fullsize(args.out, _names(args.tasks) or [], seed=args.seed, size=size,
+                                 max_test=args.max_test, progress=progress)
+        bench = "vtab1k"
+    elif what == "synth":
         from heartbench.data.synth import write_synth
 
-        if args.size < 8:
-            raise UserError(f"--size {args.size} is too small; expected at least 8 pixels")
-        summary = write_synth(args.out, seed=args.seed, size=args.size, tasks=_names(args.tasks))
+        size = args.size or 32
+        if size < 8:
+            raise UserError(f"--size {size} is too small; expected at least 8 pixels")
+        summary = write_synth(args.out, seed=args.seed, size=size, tasks=_names(args.tasks))
         bench = "synth"
     elif what == "vtab-mini":
         from heartbench.data.twin import write_vtab_mini
