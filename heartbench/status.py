@@ -1,0 +1,294 @@
+"""``python -m heartbench status SUITE``: what each run of a suite is doing.
+
+A run's state comes from what is on disk and in the queue, never from the launcher's memory,
+so any shell can ask and a finished launcher leaves nothing to consult:
+
+- its record: ``done``, or ``failed`` with the recorded reason (e.g. a diverged loss);
+- its claim file, held by a live process: ``running``;
+- the launch that submitted it (``.submitit/launches/*.json``, written at submission) and
+  that job's state: ``pending`` (with Slurm's reason, or behind earlier runs of its task),
+  ``requeued`` (pending again after it started), ``cancelled``, or ``failed`` with the
+  reason from the job's result or log (time limit, out of memory, the last line of a crash);
+- otherwise ``not submitted``.
+
+The same function feeds the live progress of ``run`` (see :class:`Progress`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from heartbench.errors import UserError
+
+LAUNCHES = "launches"  # under <results>/<suite>/.submitit/
+
+
+@dataclass(frozen=True)
+class RunState:
+    state: str  # done | failed | running | pending | requeued | cancelled | not submitted
+    reason: str = ""
+    job: str = ""
+
+
+# ---------------------------------------------------------------------------
+# Launch manifests: which job holds which runs
+# ---------------------------------------------------------------------------
+def write_launch(suite_dir: Path, executor: str, jobs: list[dict[str, Any]]) -> Path:
+    """Record a submission: ``jobs`` holds ``{"job": id, "runs": [...], "log": path}``."""
+    folder = suite_dir / ".submitit" / LAUNCHES
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{time.time_ns()}-{jobs[0]['job'] if jobs else 'none'}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"executor": executor, "submitted": time.time(), "jobs": jobs}))
+    os.replace(tmp, path)
+    return path
+
+
+def read_launches(suite_dir: Path) -> dict[str, tuple[str, dict[str, Any]]]:
+    """run id -> (executor, job entry) of the newest launch that submitted it."""
+    held: dict[str, tuple[str, dict[str, Any]]] = {}
+    folder = suite_dir / ".submitit" / LAUNCHES
+    for path in sorted(folder.glob("*.json"), key=lambda p: int(p.name.split("-")[0])):
+        try:
+            launch = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        for job in launch.get("jobs", []):
+            for run_id in job.get("runs", []):
+                held[run_id] = (launch.get("executor", "?"), job)
+    return held
+
+
+# ---------------------------------------------------------------------------
+# Job states
+# ---------------------------------------------------------------------------
+def job_states(entries: list[tuple[str, dict[str, Any]]]) -> dict[str, tuple[str, str]] | None:
+    """job id -> (state, reason); ``ENDED`` when the job is no longer known to run.
+
+    None when the Slurm controller does not answer (states unknown, not ended).
+    """
+    from heartbench import slurm
+
+    states: dict[str, tuple[str, str]] = {}
+    slurm_jobs = sorted({e["job"] for ex, e in entries if ex == "slurm"})
+    if slurm_jobs:
+        arrays = sorted({j.split("_")[0] for j in slurm_jobs})
+        found = slurm.queue(arrays)
+        if found is None:
+            return None
+        for job in slurm_jobs:
+            state, reason = found.get(job, ("ENDED", ""))
+            states[job] = ("ENDED", state) if state in slurm.ENDED else (state, reason)
+    for executor, entry in entries:
+        if executor != "slurm":  # local: the job id is the pid of submitit's controller
+            pid = int(entry["job"]) if str(entry["job"]).isdigit() else -1
+            states[entry["job"]] = ("RUNNING", "") if _alive(pid) else ("ENDED", "")
+    return states
+
+
+def _alive(pid: int) -> bool:
+    from heartbench.launch import _alive as alive
+
+    return alive(pid)
+
+
+def ended_reason(entry: dict[str, Any], slurm_state: str, run_id: str) -> RunState:
+    """Why a job that has ended left ``run_id`` without a record."""
+    job = entry["job"]
+    log = Path(entry.get("log", ""))
+    text = _tail(log)
+    if slurm_state == "CANCELLED" or " CANCELLED AT " in text:
+        return RunState("cancelled", f"job {job} was cancelled; rerun to resume", job)
+    if slurm_state == "TIMEOUT" or "DUE TO TIME LIMIT" in text:
+        return RunState("failed", f"job {job} reached its time limit (launcher.timeout_min)"
+                                  "; rerun to resume", job)
+    if slurm_state == "OUT_OF_MEMORY" or "oom-kill" in text.lower():
+        return RunState("failed", f"job {job} ran out of memory (launcher.mem_gb)", job)
+    result = _result(Path(entry.get("result", "")))
+    if result is not None:
+        kind, value = result
+        if kind == "error":
+            lines = [line for line in str(value).strip().splitlines() if line.strip()]
+            last = lines[-1].strip() if lines else "an error"
+            return RunState("failed", f"job {job} failed: {last} (log: {log})", job)
+        for outcome in value or []:
+            if outcome.get("run_id") == run_id and outcome.get("status") == "failed":
+                return RunState("failed", outcome.get("reason") or "failed", job)
+            if outcome.get("run_id") == run_id and outcome.get("status") == "stopped":
+                return RunState("cancelled", f"stopped (job {job}); rerun to resume", job)
+    return RunState("failed", f"job {job} ended without a result: its worker was killed or"
+                              f" crashed (log: {log}); rerun to resume", job)
+
+
+def _tail(path: Path, size: int = 20000) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(max(0, path.stat().st_size - size))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _result(path: Path) -> tuple[str, Any] | None:
+    try:
+        with path.open("rb") as f:
+            result = pickle.load(f)
+    except Exception:  # missing, torn or unloadable: no result to read
+        return None
+    return result if isinstance(result, tuple) and len(result) == 2 else None
+
+
+# ---------------------------------------------------------------------------
+# Run states
+# ---------------------------------------------------------------------------
+def run_states(results_dir: Path, runs: list[Any],
+               launches: dict[str, tuple[str, dict[str, Any]]] | None = None,
+               jobs: dict[str, tuple[str, str]] | None = None) -> dict[str, RunState]:
+    """The state of every run in ``runs`` (see the module docstring)."""
+    from heartbench.launch import claim_holder, read_record
+
+    states: dict[str, RunState] = {}
+    for run in runs:
+        suite_dir = results_dir / run.suite
+        record = read_record(results_dir, run)
+        if record is not None:
+            error = record.get("error") or {}
+            states[run.run_id] = RunState("done") if record["status"] == "done" else RunState(
+                "failed", f"epoch {error.get('epoch')}: {error.get('reason')}")
+            continue
+        holder = claim_holder(suite_dir / f"{run.run_id}.claim")
+        if holder is not None:
+            states[run.run_id] = RunState("running", f"pid {holder.get('pid')} on"
+                                          f" {holder.get('host')}", holder.get("job", ""))
+            continue
+        launch = (launches or {}).get(run.run_id)
+        if launch is None:
+            states[run.run_id] = RunState("not submitted")
+            continue
+        executor, entry = launch
+        job = entry["job"]
+        state, reason = (jobs or {}).get(job, ("UNKNOWN", ""))
+        if state == "ENDED":
+            states[run.run_id] = ended_reason(entry, reason, run.run_id)
+        elif state == "PENDING":
+            started = Path(entry.get("log", "")).exists()
+            states[run.run_id] = RunState("requeued" if started else "pending",
+                                          f"job {job}: {reason}", job)
+        elif state in ("REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"):
+            states[run.run_id] = RunState("requeued", f"job {job}", job)
+        elif state == "UNKNOWN":
+            states[run.run_id] = RunState("pending", "job state unknown", job)
+        else:  # its task runs, and this run waits behind the task's earlier runs
+            states[run.run_id] = RunState("pending", f"job {job} {state.lower()}, earlier runs"
+                                          " of its task first", job)
+    return states
+
+
+# ---------------------------------------------------------------------------
+# Progress of `run`
+# ---------------------------------------------------------------------------
+FINAL = ("done", "failed", "cancelled")
+
+
+class Progress:
+    """Runs done / running / failed / left with an ETA: a tqdm bar on a terminal; on a
+    log (not a TTY) one line per finished run and per requeue, nothing else."""
+
+    def __init__(self, total: int, labels: dict[str, str], stream: Any = None) -> None:
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self.total, self.labels = total, labels
+        self.seen: dict[str, str] = {}
+        self.bar = None
+        if self.tty and total:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="run", file=self.stream, dynamic_ncols=True,
+                            bar_format="{l_bar}{bar}| {n}/{total} [{elapsed}<{remaining}]"
+                                       " {postfix}")
+
+    def update(self, states: dict[str, RunState]) -> None:
+        counts: dict[str, int] = {}
+        for run_id, st in states.items():
+            counts[st.state] = counts.get(st.state, 0) + 1
+            before = self.seen.get(run_id)
+            if st.state != before:
+                self.seen[run_id] = st.state
+                self._event(run_id, st, before)
+        finished = sum(counts.get(s, 0) for s in FINAL)
+        if self.bar is not None:
+            self.bar.n = finished
+            self.bar.set_postfix_str(self._counts(counts), refresh=False)
+            self.bar.refresh()
+
+    def _event(self, run_id: str, st: RunState, before: str | None) -> None:
+        if st.state not in FINAL and st.state != "requeued":
+            return
+        if st.state == "requeued" and before == "requeued":
+            return
+        done = sum(1 for s in self.seen.values() if s in FINAL)
+        why = f": {st.reason}" if st.reason and st.state != "done" else ""
+        line = f"[{done}/{self.total}] {st.state} {run_id} {self.labels.get(run_id, '')}{why}"
+        if self.bar is not None:
+            if st.state != "done":
+                self.bar.write(line, file=self.stream)
+        else:
+            print(line, file=self.stream, flush=True)
+
+    @staticmethod
+    def _counts(counts: dict[str, int]) -> str:
+        order = ("done", "running", "pending", "requeued", "failed", "cancelled")
+        left = sum(v for k, v in counts.items() if k not in FINAL)
+        parts = [f"{counts[k]} {k}" for k in order if counts.get(k)]
+        return ", ".join(parts + [f"{left} left"])
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ---------------------------------------------------------------------------
+# The command
+# ---------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("suite", help="the suite TOML file that was run")
+    parser.add_argument("--results-dir", default="results",
+                        help="where its records go (default: results)")
+    parser.add_argument("--data-root", help="the data_root override the suite was run with")
+    parser.add_argument("--only", action="append", metavar="PATTERN",
+                        help="only runs whose task, method, label or run id matches (repeatable)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from heartbench.launch import select
+    from heartbench.suite import load_suite
+
+    suite = load_suite(args.suite, data_root=args.data_root)
+    runs = select(suite.runs, args.only)
+    results_dir = Path(args.results_dir)
+    if not results_dir.is_dir():
+        raise UserError(f"results directory {results_dir} does not exist")
+    launches = read_launches(results_dir / suite.name)
+    entries = list({e["job"]: (ex, e) for ex, e in launches.values()}.values())
+    jobs = job_states(entries)
+    if jobs is None:
+        print("note: the Slurm controller does not answer; queued jobs show as pending")
+        jobs = {}
+    states = run_states(results_dir, runs, launches, jobs)
+    counts: dict[str, int] = {}
+    for run in runs:
+        st = states[run.run_id]
+        counts[st.state] = counts.get(st.state, 0) + 1
+        why = f"  {st.reason}" if st.reason and st.state != "done" else ""
+        print(f"{run.run_id}  {run.task:<22} {run.label:<18} {st.state}{why}")
+    print(f"{suite.name}: {len(runs)} runs: "
+          + ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: -kv[1])))
+    return 0
