@@ -204,21 +204,100 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def check_weights_file(path: Path, name: str, kwargs: dict[str, Any]) -> None:
-    """Fail early (before any job) if ``path`` is missing, unreadable or for another model."""
-    if path.suffix == ".npz":
-        if not path.is_file():
-            raise UserError(f"weights file {path} does not exist")
-        try:
-            import numpy as np
+    """Fail early (before any job) if ``path`` is missing, unreadable or for another model.
 
-            with np.load(path) as archive:
-                if not archive.files:
-                    raise ValueError("empty archive")
-        except Exception as err:
-            raise UserError(f"weights file {path} is not a readable .npz ({type(err).__name__})") from None
-        return
+    Every format is checked tensor by tensor against a weightless (meta) build of the
+    backbone: a tensor of another shape, a missing one or an extra one (e.g. more blocks
+    than the model has) is a one-line UserError naming the tensor and both shapes.
+    """
     model = meta_backbone(name, **kwargs).model
-    _check_keys(path, model, read_state_dict(path))
+    if path.suffix == ".npz":
+        check_npz(path, model)
+        return
+    _check_keys(path, model, to_timm_layout(read_state_dict(path), model))
+
+
+def to_timm_layout(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """A Swin checkpoint in Microsoft's layout (downsample at the end of a stage, ``head.``)
+    converted by timm's own ``checkpoint_filter_fn``; other checkpoints as they are."""
+    if type(model).__name__ != "SwinTransformer":
+        return state
+    from timm.models.swin_transformer import checkpoint_filter_fn
+
+    # Tables of blocks the model lacks pass through untouched (the filter would look the
+    # block up and fail): the key check then names them as unexpected.
+    modules = dict(model.named_modules())
+    foreign = {k: v for k, v in state.items() if k.endswith("relative_position_bias_table")
+               and k.rsplit(".", 1)[0] not in modules}
+    try:
+        kept = {k: v for k, v in state.items() if k not in foreign}
+        return {**checkpoint_filter_fn(kept, model), **foreign}
+    except Exception as err:  # a tensor it cannot resize: report the shapes, not a traceback
+        raise UserError(f"Swin checkpoint does not convert to this architecture"
+                        f" ({type(err).__name__}: {err})") from None
+
+
+def check_npz(path: Path, model: nn.Module) -> None:
+    """Check an original (Google/big_vision naming) ViT .npz against ``model`` without
+    loading it: timm's own loader runs with every copy into the model intercepted, so the
+    check sees exactly the tensors and shapes a real load would."""
+    import re
+
+    if not path.is_file():
+        raise UserError(f"weights file {path} does not exist")
+    if not hasattr(model, "load_pretrained"):
+        raise UserError(f"weights file {path}: .npz checkpoints are only supported for ViT,"
+                        f" not {type(model).__name__}; use a .pth or .safetensors file")
+    try:
+        import numpy as np
+
+        with np.load(path) as archive:
+            files = list(archive.files)
+    except Exception as err:
+        raise UserError(f"weights file {path} is not a readable .npz ({type(err).__name__})") from None
+    copied = _npz_copies(path, model)
+    for target, (source_shape, own_shape) in copied.items():
+        if source_shape != own_shape:
+            raise UserError(f"weights file {path} is for another architecture: the tensor for"
+                            f" {target!r} has shape {source_shape}, expected {own_shape}")
+    blocks = {int(m.group(1)) for f in files if (m := re.search(r"encoderblock_(\d+)/", f))}
+    depth = len(getattr(model, "blocks", []))
+    if blocks and max(blocks) + 1 > depth:
+        extra = next(f for f in sorted(files) if f"encoderblock_{depth}/" in f)
+        raise UserError(f"weights file {path} is for another architecture: it has"
+                        f" {max(blocks) + 1} blocks, the model {depth} (extra tensor {extra!r})")
+    head = _head_prefix(model)
+    missing = [n for n, _ in model.named_parameters() if n not in copied and not n.startswith(head)]
+    if missing:
+        shape = tuple(dict(model.named_parameters())[missing[0]].shape)
+        raise UserError(f"weights file {path} is for another architecture: nothing in it"
+                        f" loads {missing[0]!r} (shape {shape})")
+
+
+def _npz_copies(path: Path, model: nn.Module) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
+    """model tensor name -> (shape in the file after timm's conversion, model's shape)."""
+    from torch.overrides import TorchFunctionMode
+
+    names = {id(t): n for n, t in [*model.named_parameters(), *model.named_buffers()]}
+    copied: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+
+    class Intercept(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            if getattr(func, "__name__", "") == "copy_" and args and id(args[0]) in names:
+                copied[names[id(args[0])]] = (tuple(args[1].shape), tuple(args[0].shape))
+                return args[0]  # nothing is written: this is only a check
+            return func(*args, **(kwargs or {}))
+
+    try:
+        with Intercept():
+            model.load_pretrained(str(path))
+    except KeyError as err:
+        raise UserError(f"weights file {path} is for another architecture: it has no tensor"
+                        f" {err.args[0] if err.args else err}") from None
+    except Exception as err:
+        raise UserError(f"weights file {path} does not fit this architecture"
+                        f" ({type(err).__name__}: {err})") from None
+    return copied
 
 
 def _check_keys(path: Path, model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -228,7 +307,8 @@ def _check_keys(path: Path, model: nn.Module, state: dict[str, torch.Tensor]) ->
     own = {k: v for k, v in model.state_dict().items() if not k.startswith(head_prefix)}
     for key, value in own.items():
         if key not in state:
-            raise UserError(f"weights file {path} is for another architecture: missing key {key!r}")
+            raise UserError(f"weights file {path} is for another architecture: missing key {key!r}"
+                            f" (the model's has shape {tuple(value.shape)})")
         if tuple(state[key].shape) != tuple(value.shape):
             raise UserError(
                 f"weights file {path} is for another architecture: key {key!r} has shape "
@@ -236,23 +316,21 @@ def _check_keys(path: Path, model: nn.Module, state: dict[str, torch.Tensor]) ->
             )
     extra = sorted(set(state) - set(own))
     if extra:
-        raise UserError(f"weights file {path} is for another architecture: unexpected key {extra[0]!r}")
+        raise UserError(f"weights file {path} is for another architecture: unexpected key"
+                        f" {extra[0]!r} (shape {tuple(state[extra[0]].shape)}, not in the model)")
     return state
 
 
 def load_weights(model: nn.Module, path: Path) -> None:
     """Load backbone weights from a local file; the classifier head is never loaded."""
     if path.suffix == ".npz":
-        if not path.is_file():
-            raise UserError(f"weights file {path} does not exist")
-        if not hasattr(model, "load_pretrained"):
-            raise UserError(f"weights file {path}: .npz checkpoints are only supported for ViT")
+        check_npz(path, model)
         try:
             model.load_pretrained(str(path))
         except Exception as err:
             raise UserError(f"weights file {path} does not fit this architecture ({err})") from None
         return
-    state = _check_keys(path, model, read_state_dict(path))
+    state = _check_keys(path, model, to_timm_layout(read_state_dict(path), model))
     model.load_state_dict(state, strict=False)
 
 

@@ -1,13 +1,14 @@
 """Suites: a TOML file describing a whole experiment, validated and expanded into runs.
 
-Schema (every key optional unless marked; see suites/README.md for the long form)::
+Schema (every key optional unless marked; README.md "Suites" has the long form)::
 
     [suite]      name, description, benchmark*, data_root*, tasks, seeds, eval_protocol, shots
     [backbone]   name*, weights, drop_path_rate, kwargs
     [train]      epochs, warmup_epochs, lr, weight_decay, batch_size, warmup_lr_init, min_lr,
-                 normalize, eval_every, num_workers, device, max_train_batches
+                 normalize, eval_every, num_workers, device, max_train_batches, precision
     [launcher]   executor, jobs (local worker processes), timeout_min, partition,
-                 gpus_per_node, cpus_per_task, mem_gb, array_parallelism, slurm_extra
+                 gpus_per_node, cpus_per_task, mem_gb, array_parallelism, runs_per_task,
+                 slurm_extra, pack (train up to K compatible runs as one model: pack.py)
     [[methods]]  name*, label, config, grid, per_task, tasks, seeds, train
 
 Expansion: for each method entry, task, grid point, seed (and shot count for few-shot
@@ -17,6 +18,7 @@ remove that key from the grid for that task (e.g. Bi-LoRA's per-task scale). Und
 
 A run's identity (``run_id``) is a hash of everything that changes its result — not the
 suite name, the data location or launcher settings — so resume needs no database.
+The data's and weights' content is checked beside it (``RunSpec.content``).
 """
 
 from __future__ import annotations
@@ -54,7 +56,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "num_workers": 0,
     "device": "auto",
     "max_train_batches": 0,  # 0: all; > 0 caps steps per epoch (quick checks only)
+    "precision": "fp32",  # "fp32" as the reference code; "tf32" or "bf16" (autocast) opt-in
 }
+PRECISIONS = ("fp32", "tf32", "bf16")
 FEWSHOT_TRAIN_DEFAULTS = {"lr": 5e-3, "normalize": True}
 # Keys that do not change a run's result: left out of its identity.
 NON_RESULT_TRAIN_KEYS = ("num_workers", "device")
@@ -67,7 +71,7 @@ SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
               for k, v in TRAIN_DEFAULTS.items()},
     "launcher": {"executor": str, "jobs": int, "timeout_min": int, "partition": str,
                  "gpus_per_node": int, "cpus_per_task": int, "mem_gb": (int, float), "array_parallelism": int,
-                 "slurm_extra": dict},
+                 "runs_per_task": int, "slurm_extra": dict, "pack": int},
     "methods": {"name": str, "label": str, "config": dict, "grid": dict, "per_task": dict,
                 "tasks": list, "seeds": list, "train": dict},
 }
@@ -95,10 +99,15 @@ class RunSpec:
     seed: int
     eval_protocol: str
     run_id: str = ""
+    # The data's fingerprint and the weights' sha256 (heartbench/content.py): stored in the
+    # record and compared on resume, not hashed into run_id, so older records keep their ids.
+    content: dict[str, Any] = field(default_factory=dict)
 
     def identity(self) -> dict[str, Any]:
         """What changes this run's result: hashed into run_id."""
         train = {k: v for k, v in self.train.items() if k not in NON_RESULT_TRAIN_KEYS}
+        if train.get("precision") == "fp32":  # the default: runs before the key keep their ids
+            del train["precision"]
         return {"benchmark": self.benchmark, "task": self.task, "shots": self.shots,
                 "method": self.method, "method_config": self.method_config,
                 "search": self.search, "backbone": self.backbone, "train": train,
@@ -222,10 +231,13 @@ def _build(path: Path, raw: dict[str, Any], data_root: str | None) -> Suite:
     _check_train(path, "train", train)
     backbone = _backbone(path, raw["backbone"])
     launcher = {"executor": "auto", **raw.get("launcher", {})}
-    for key in ("jobs", "timeout_min", "gpus_per_node", "cpus_per_task", "array_parallelism",
-                "mem_gb"):
+    for key in ("jobs", "timeout_min", "cpus_per_task", "array_parallelism", "mem_gb",
+                "runs_per_task", "pack"):
         if key in launcher and not launcher[key] > 0:
             raise UserError(f"{path}: launcher.{key} must be > 0, got {launcher[key]}")
+    if launcher.get("gpus_per_node", 0) < 0:  # 0: a CPU job, no GPU (gres) request
+        raise UserError(f"{path}: launcher.gpus_per_node must be >= 0, got"
+                        f" {launcher['gpus_per_node']}")
     if launcher["executor"] not in EXECUTORS:
         raise UserError(f"{path}: launcher.executor: {one_of('executor', launcher['executor'], EXECUTORS)}")
     root = os.path.expandvars(os.path.expanduser(data_root or s["data_root"]))
@@ -292,6 +304,9 @@ def _check_train(path: Path, where: str, train: dict[str, Any]) -> None:
                         f" than epochs ({train['epochs']})")
     if train["eval_every"] <= 0:
         raise UserError(f"{path}: {where}.eval_every must be > 0, got {train['eval_every']}")
+    if train["precision"] not in PRECISIONS:
+        raise UserError(f"{path}: {where}.precision must be one of {', '.join(PRECISIONS)},"
+                        f" got {train['precision']!r}")
     if train["device"] not in ("auto", "cpu", "cuda"):
         raise UserError(f"{path}: {where}.device must be 'auto', 'cpu' or 'cuda', got {train['device']!r}")
 

@@ -27,9 +27,10 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -40,8 +41,10 @@ import heartbench
 from heartbench.adapters import create_method, save_adapter
 from heartbench.adapters.base import Method
 from heartbench.backbones import Backbone, build_backbone
+from heartbench.errors import UserError
 from heartbench.suite import RunSpec
 
+T = TypeVar("T")
 VTAB_SPLITS = {"train": "train800val200", "search_train": "train800", "search_val": "val200",
                "test": "test"}
 
@@ -92,8 +95,11 @@ def make_dataset(spec: RunSpec, split: str, image_size: int, train: bool) -> Any
     from heartbench.data.vtab import VTABDataset
 
     transform = transforms.vtab_transform(image_size, normalize=spec.train["normalize"])
-    # The VTAB transform is deterministic: decode each image once per worker process.
-    return VTABDataset(spec.data_root, info, VTAB_SPLITS[split], transform, cache=True)
+    # The VTAB transform is deterministic: the training split (1,000 images, read every
+    # epoch) is decoded once per process; val and test (read once per run, up to 73,728
+    # images) stream, so host memory does not grow with the test set (data/vtab.py).
+    return VTABDataset(spec.data_root, info, VTAB_SPLITS[split], transform,
+                       cache=split in ("train", "search_train"))
 
 
 def make_loader(dataset: Any, spec: RunSpec, train: bool, generator: torch.Generator
@@ -119,14 +125,42 @@ def build(spec: RunSpec, method_config: dict[str, Any], device: torch.device
 # Checkpoints
 # ---------------------------------------------------------------------------
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Atomic: write a temp file, keep the last good one as .prev, then rename."""
+    """Atomic: write a temp file, keep the last good one as .prev, then rename.
+
+    A failed write (a full disk) removes the temp file and leaves the last good checkpoint;
+    a full disk is a one-line error naming the path (torch alone says "iostream error").
+    """
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
+    try:
+        # Through a Python file object, so a failed write is an OSError with its errno.
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except (OSError, RuntimeError) as err:
+        tmp.unlink(missing_ok=True)
+        raise_if_disk_full(err, tmp)
+        raise
     if path.exists():
         os.replace(path, path.with_name(path.name + ".prev"))
     os.replace(tmp, path)
+
+
+def raise_if_disk_full(err: BaseException, path: Path) -> None:
+    """Turn a failed write on a full disk into a one-line UserError naming ``path``."""
+    import errno
+    import shutil
+
+    full = getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or any(
+        text in str(err) for text in ("No space left", "StorageFull", "code: 28"))
+    if not full and not isinstance(err, OSError):  # torch's C++ writer loses the errno
+        try:
+            full = shutil.disk_usage(path.parent).free < 64 * 2**20
+        except OSError:
+            full = False
+    if full:
+        raise UserError(f"no space left on the device writing {path}: free space there and"
+                        " rerun the same command to resume (finished records are kept)") from None
 
 
 def load_checkpoint(path: Path) -> dict[str, Any] | None:
@@ -163,22 +197,36 @@ def trainable_state(backbone: Backbone, method: Method) -> dict[str, torch.Tenso
 # One training phase
 # ---------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> float:
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device,
+             precision: str = "fp32") -> float:
     model.eval()
     correct = total = 0
     for images, labels in loader:
         images, labels = images.to(device), labels.to(device)
-        with autocast(device):
+        with autocast(device, precision):
             logits = model(images)
         correct += (logits.argmax(dim=-1) == labels).sum().item()
         total += labels.numel()
     return 100.0 * correct / max(total, 1)
 
 
-def autocast(device: torch.device) -> Any:
-    """bf16 autocast on CUDA; a no-op context on CPU (fp32 keeps CPU runs exact)."""
+def autocast(device: torch.device, precision: str = "fp32") -> Any:
+    """bf16 autocast when the suite asks for it (train.precision = "bf16"), else a no-op.
+
+    The reference code (PETL-ViT, NOAH, VPT) trains in fp32, and bf16 keeps 8 significant
+    bits: an adapter update under about 2^-8 of the layer's output is lost (README,
+    "Precision"). So bf16 is opt-in, on any device (CPU autocast works too).
+    """
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
-                          enabled=device.type == "cuda")
+                          enabled=precision == "bf16")
+
+
+def set_matmul_precision(precision: str) -> None:
+    """fp32 matmuls in full fp32 (the default) or, for "tf32", TF32 tensor cores on CUDA."""
+    tf32 = precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
 
 
 def train_phase(spec: RunSpec, method_config: dict[str, Any], train_split: str,
@@ -188,7 +236,9 @@ def train_phase(spec: RunSpec, method_config: dict[str, Any], train_split: str,
     from timm.scheduler import CosineLRScheduler
 
     t = spec.train
+    precision = t.get("precision", "fp32")
     seed_everything(spec.seed)
+    set_matmul_precision(precision)
     device = resolve_device(t["device"])
     backbone, method = build(spec, method_config, device)
     size = backbone.input_size
@@ -224,7 +274,7 @@ def train_phase(spec: RunSpec, method_config: dict[str, Any], train_split: str,
         loss_sum = correct = seen = 0.0
         for images, labels in itertools.islice(train_loader, steps):
             images, labels = images.to(device), labels.to(device)
-            with autocast(device):
+            with autocast(device, precision):
                 logits = backbone.model(images)
                 loss = criterion(logits.float(), labels)
             if not torch.isfinite(loss):
@@ -242,7 +292,7 @@ def train_phase(spec: RunSpec, method_config: dict[str, Any], train_split: str,
                "train_acc": 100.0 * correct / max(seen, 1), "lr": lr, "eval_acc": None}
         last = epoch + 1 == t["epochs"]
         if last or (spec.eval_protocol == "best_of_test" and (epoch + 1) % t["eval_every"] == 0):
-            row["eval_acc"] = evaluate(backbone.model, eval_loader, device)
+            row["eval_acc"] = evaluate(backbone.model, eval_loader, device, precision)
         history.append(row)
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['train_acc']:.1f}")
@@ -272,8 +322,14 @@ def _bar(epochs: range, progress: bool, desc: str) -> Any:
 # ---------------------------------------------------------------------------
 # A whole run: protocol, record, adapter file
 # ---------------------------------------------------------------------------
-def execute(spec: RunSpec, results_dir: str | Path, progress: bool = False) -> dict[str, Any]:
-    """Run ``spec`` under its eval protocol and write its record; return the record."""
+def execute(spec: RunSpec, results_dir: str | Path, progress: bool = False,
+            phase: Callable[..., dict[str, Any]] | None = None,
+            extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run ``spec`` under its eval protocol and write its record; return the record.
+
+    ``phase`` stands in for the final ``train_phase`` and ``extra`` is merged into the
+    record last: a packed run (heartbench/pack.py) has trained already and says so.
+    """
     from heartbench.results import record_path, write_record
 
     started = time.time()
@@ -283,22 +339,23 @@ def execute(spec: RunSpec, results_dir: str | Path, progress: bool = False) -> d
     # One line per execution in the job's log: what ran where, and how often.
     log(f"run {spec.run_id}: training {spec.task} {spec.label} seed {spec.seed} (pid {os.getpid()})")
     record = base_record(spec)
+    reset_peak_rss()
     try:
         config, selection = spec.method_config, None
         if spec.eval_protocol == "val":
             config, selection = select_on_val(spec, out_dir, progress)
-        result = train_phase(spec, config, "train", "test", ckpt, progress)
+        result = (phase or train_phase)(spec, config, "train", "test", ckpt, progress)
     except Diverged as err:
         # metrics stays an object (with test_acc null) so that readers accept the record.
         record.update(status="failed", error={"epoch": err.epoch, "reason": err.reason},
                       metrics={"test_acc": None, "val_acc": None, "history": err.history},
-                      wall_time_s=round(time.time() - started, 3))
+                      wall_time_s=round(time.time() - started, 3), **(extra or {}))
         write_record(results_dir, record, overwrite=True)
         _cleanup(out_dir, spec.run_id)
         return record
     method: Method = result["method"]
     adapter_file = out_dir / f"{spec.run_id}.safetensors"
-    stored = save_adapter(method, adapter_file)
+    stored = guarded_write(adapter_file, lambda: save_adapter(method, adapter_file))
     record.update(
         status="done", method_config=config,
         metrics={"test_acc": round(result["acc"], 4), "final_test_acc": round(result["final_acc"], 4),
@@ -309,10 +366,51 @@ def execute(spec: RunSpec, results_dir: str | Path, progress: bool = False) -> d
                                    for p in result["backbone"].head_parameters()),
                  "trainable_params": method.num_trainable(), "file": adapter_file.name},
         device=result["device"], wall_time_s=round(time.time() - started, 3),
-        **method.record_extras())
-    write_record(results_dir, record, overwrite=True)
+        peak_rss_bytes=peak_rss_bytes(), **method.record_extras())
+    record.update(extra or {})
+    record_file = record_path(results_dir, spec.suite, spec.run_id)
+    guarded_write(record_file, lambda: write_record(results_dir, record, overwrite=True))
     _cleanup(out_dir, spec.run_id)
     return record
+
+
+def guarded_write(path: Path, write: Callable[[], T]) -> T:
+    """``write()``, which writes ``path`` through ``path.tmp``; on failure no temp file stays
+    and a full disk is one line naming ``path``."""
+    try:
+        return write()
+    except Exception as err:  # safetensors and torch raise their own types for I/O errors
+        path.with_name(path.name + ".tmp").unlink(missing_ok=True)
+        raise_if_disk_full(err, path)
+        raise
+
+
+def reset_peak_rss() -> None:
+    """Start this process's peak-RSS count afresh (Linux: clear_refs 5), if the OS lets us."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss_bytes() -> int | None:
+    """Peak resident memory of this process since :func:`reset_peak_rss` (Linux VmHWM), else
+    over its whole life (getrusage); DataLoader worker processes are not included."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import resource
+
+        scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale
+    except (ImportError, OSError):
+        return None
 
 
 def select_on_val(spec: RunSpec, out_dir: Path, progress: bool
@@ -350,6 +448,8 @@ def base_record(spec: RunSpec) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": versions(), "git_commit": git_commit(),
+        # Data fingerprint and weights sha256: a changed copy reruns (heartbench/content.py).
+        "content": spec.content or None,
     }
 
 

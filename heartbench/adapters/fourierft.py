@@ -105,7 +105,13 @@ def half_spectrum_index(d_out: int, d_in: int, locations: torch.Tensor
 class FourierDelta(Delta):
     """dW = scaling * Re(ifft2(S)), S sparse with ``n_frequency`` trainable entries."""
 
-    on_weight = True
+    @property
+    def on_weight(self) -> bool:  # type: ignore[override]
+        # Folded into W (one matmul) in fp32. Under low-precision autocast the fold would
+        # round dW at W's precision (dW is often under 2^-8 of W: 25 % error at std 4e-4),
+        # so there dW gets its own matmul, like LoRA's, and is rounded at its own scale.
+        return not torch.is_autocast_enabled(self.spectrum.device.type)
+
     # delta_weight() is deterministic and costs one small inverse FFT: AdaptedLinear computes
     # it again in backward instead of keeping the updated d_out x d_in weight per layer
     # (85 MB on ViT-B at any batch size; about 1 % of a step to recompute).

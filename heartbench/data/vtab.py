@@ -30,9 +30,18 @@ VTAB_LAYOUT = (
 
 
 def load_rgb(path: str | os.PathLike) -> Image.Image:
-    """Open an image and return it decoded as RGB (greyscale -> 3 channels)."""
-    with Image.open(path) as img:
-        return img.convert("RGB")
+    """Open an image and return it decoded as RGB (greyscale -> 3 channels).
+
+    A corrupt or truncated file is a UserError naming it (PIL's own message does not).
+    """
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except FileNotFoundError:
+        raise UserError(f"image {path} does not exist") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise UserError(f"image {path} cannot be decoded ({type(err).__name__}: {err});"
+                        " replace or re-extract it") from None
 
 
 def parse_list(
@@ -135,12 +144,42 @@ def read_vtab_list(root: str | os.PathLike, info: TaskInfo, split: str) -> list[
 
 # Decoded and transformed images kept across runs of one process (a suite worker trains
 # many runs on the same task): (path, mtime, size, transform) -> transform output.
+# Host memory is bounded by design: the trainer caches only the training splits (at most
+# 1,000 images, read every epoch; 588 MiB at 224 px) and streams val and test (read once
+# per run, up to 73,728 images), and the cache never holds more than DECODED_CACHE_BYTES:
+# the oldest entries go first.
 _DECODED: OrderedDict[tuple[str, int, int, str], Any] = OrderedDict()
-DECODED_CACHE_ITEMS = 50_000
+DECODED_CACHE_BYTES = 1536 * 2**20
+_decoded_bytes = 0
 
 
 def clear_decoded_cache() -> None:
+    global _decoded_bytes
     _DECODED.clear()
+    _decoded_bytes = 0
+
+
+def _nbytes(item: Any) -> int:
+    """Bytes held by a cached item (a tensor or array; a PIL image by its pixel data)."""
+    if hasattr(item, "nbytes"):
+        return int(item.nbytes)
+    if hasattr(item, "element_size"):
+        return int(item.element_size() * item.nelement())
+    if hasattr(item, "size") and hasattr(item, "getbands"):
+        return item.size[0] * item.size[1] * len(item.getbands())
+    return 0
+
+
+def _remember(key: tuple[str, int, int, str], item: Any) -> None:
+    global _decoded_bytes
+    size = _nbytes(item)
+    if size > DECODED_CACHE_BYTES:
+        return
+    _DECODED[key] = item
+    _decoded_bytes += size
+    while _decoded_bytes > DECODED_CACHE_BYTES:
+        _, old = _DECODED.popitem(last=False)
+        _decoded_bytes -= _nbytes(old)
 
 
 class ListDataset:
@@ -175,11 +214,11 @@ class ListDataset:
             return self._load(path), label
         stat = os.stat(path)
         key = (str(path), stat.st_mtime_ns, stat.st_size, self._transform_key)
-        if key not in _DECODED:
-            _DECODED[key] = self._load(path)
-            if len(_DECODED) > DECODED_CACHE_ITEMS:
-                _DECODED.popitem(last=False)
-        return _DECODED[key], label
+        item = _DECODED.get(key)
+        if item is None:
+            item = self._load(path)
+            _remember(key, item)
+        return item, label
 
     @cached_property
     def _transform_key(self) -> str:
