@@ -109,6 +109,36 @@ def test_qv_lora_matches_hand_written_attention(tiny):
 # ---------------------------------------------------------------------------
 # Initialisation
 # ---------------------------------------------------------------------------
+@pytest.mark.parametrize("name, bits", [("lora", 32), ("bilora", 1), ("heart_lora", 1)])
+def test_dropout_acts_on_the_rank_r_bottleneck(tiny, name, bits):
+    """With dropout on (training mode), each delta equals s * B(drop(A x)) computed by hand
+    with the same RNG state: dropout sits between A and B (Bi-LoRA's Adapter.forward), not
+    on the input x (NOAH's / PEFT's place), which draws a different mask."""
+    from heartbench.adapters.quant import quantize_ste
+
+    backbone = tiny()
+    extra = {"bits": bits} if bits < 32 else {}
+    method = create_method(name, rank=4, scale=1.7, dropout=0.5, **extra)
+    method.attach(backbone)
+    randomise(method.trainable_parameters())
+    method.match_mode()
+    for delta in method.modules.values():
+        delta.train()
+        x = torch.randn(2, 5, delta.A.shape[1])
+        torch.manual_seed(123)
+        got = delta(x)
+        a, b = quantize_ste(delta.A, bits).detach(), quantize_ste(delta.B, bits).detach()
+        torch.manual_seed(123)
+        expected = 1.7 * F.linear(F.dropout(F.linear(x, a), p=0.5, training=True), b)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+        torch.manual_seed(123)
+        on_input = 1.7 * F.linear(F.linear(F.dropout(x, p=0.5, training=True), a), b)
+        assert not torch.allclose(got, on_input, rtol=1e-3, atol=1e-5)
+        delta.eval()
+        torch.testing.assert_close(delta(x), 1.7 * F.linear(F.linear(x, a), b),
+                                   rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("name, config", [
     ("lora", {}),
     ("lora", {"targets": "qkv"}),

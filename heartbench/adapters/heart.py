@@ -6,16 +6,27 @@ really uses (the quantised B when bits < 32) and the gradient of the loss with r
 it. This equals the gradient of a per-head gate on the head's update at gate = 1, which the
 tests check with autograd. A is shared by all heads and is not split.
 
-Schedule: all heads are on during the warm-up; the scores are averaged over the steps of
-the last warm-up epoch (hooks on B's gradient: no extra forward or backward pass); then the
-``ne`` lowest-scoring heads get their q and v *updates* zeroed (the pretrained heads keep
-working) and stay masked (``recompute=True`` recomputes after every later epoch).
+What each score variant reads (the same at 32 bits; they differ only for quantised B):
+- taylor, neg_taylor, abs_taylor: sum over the head's rows of (forward B) * dL/d(forward B),
+  negated, or the absolute value of that sum per layer and target;
+- weight_l2: L2 norm of the head's rows of the *latent* (trainable, unquantised) B, what
+  Algorithm 1's ``get_weight(adapter)`` returns for Bi-LoRA's QLinear (a 1-bit B has nearly
+  equal per-head norms, so the quantised B would pick near-arbitrary heads);
+- grad_l2: L2 norm of dL/d(latent B), the parameter's gradient (``get_grad(adapter)``);
+- front: the first ne heads; random: ne heads drawn with ``mask_seed``.
+
+When (``score_window``): ``"last_step"`` (default) reads weight and gradient once, at the
+last step of the last warm-up epoch (the weight that step's forward used and that step's
+gradient), as Algorithm 1 reads them once after the warm-up; ``"epoch"`` averages them over
+every step of the last warm-up epoch. Hooks on B's gradient gather them: no extra forward or
+backward pass. Then the ``ne`` lowest-scoring heads get their q and v *updates* zeroed (the
+pretrained heads keep working) and stay masked (``recompute=True`` recomputes after every
+later epoch).
 
 Selection: ``mode="global"`` sums scores over q, v and all layers with the same head count
 (ViT: all layers; Swin: one stage) and masks the same heads in each of them; ``per_layer``
 (Heart-LoRA dagger) picks heads per layer. On Swin, ``ratio`` gives the masked fraction of
-each stage's heads (0.25 on Swin-B: 1, 2, 4, 8). Variants: taylor, neg_taylor, abs_taylor
-(|per layer and target sum|), weight_l2, grad_l2, front (the first ne heads), random (seeded).
+each stage's heads (0.25 on Swin-B: 1, 2, 4, 8).
 
 Storage: masked heads' rows of B are not written, so the stored size shrinks by exactly
 those rows; the mask itself travels as metadata.
@@ -38,6 +49,7 @@ from heartbench.errors import one_of
 
 SCORES = ("taylor", "neg_taylor", "abs_taylor", "weight_l2", "grad_l2", "front", "random")
 MODES = ("global", "per_layer")
+WINDOWS = ("last_step", "epoch")
 # The per-head quantities gathered from gradients; every score variant derives from them.
 RAW = ("taylor", "weight_l2", "grad_l2")
 
@@ -51,6 +63,7 @@ class HeartLoRAConfig(BiLoRAConfig):
     mask_epoch: int = -1  # first masked epoch (0-based); -1: the trainer's warm-up epochs
     recompute: bool = False
     mask_seed: int = 0
+    score_window: str = "last_step"  # or "epoch": the average over the last warm-up epoch
 
     def validate(self) -> None:
         super().validate()
@@ -60,6 +73,8 @@ class HeartLoRAConfig(BiLoRAConfig):
             raise one_of("score", self.score, SCORES)
         if self.mode not in MODES:
             raise one_of("mode", self.mode, MODES)
+        if self.score_window not in WINDOWS:
+            raise one_of("score_window", self.score_window, WINDOWS)
         require(self.targets != "qkv", "heart_lora needs separate targets (e.g. 'qv'), not 'qkv'")
 
 
@@ -107,26 +122,42 @@ class HeartLoRA(BiLoRA):
         self.raw = {k: [torch.zeros(len(self.targets), h) for h in self.heads] for k in RAW}
         self.steps = [0 for _ in self.heads]
 
+    def _keep(self, key: str, layer: int, t: int, value: torch.Tensor) -> None:
+        """Add one step's per-head value (epoch average) or replace it (last step)."""
+        if self.config.score_window == "epoch":
+            self.raw[key][layer][t] += value.cpu()
+        else:
+            self.raw[key][layer][t] = value.cpu()
+
     def _listener(self, layer: int, t: int, heads: int):
+        """Forward B and its gradient: the Taylor score (Eq. 5); counts the steps."""
         def listen(weight: torch.Tensor, grad: torch.Tensor) -> None:
             w = weight.float().reshape(heads, -1)
             g = grad.float().reshape(heads, -1)
-            self.raw["taylor"][layer][t] += (w * g).sum(dim=1).cpu()
-            self.raw["weight_l2"][layer][t] += w.norm(dim=1).cpu()
-            self.raw["grad_l2"][layer][t] += g.norm(dim=1).cpu()
+            self._keep("taylor", layer, t, (w * g).sum(dim=1))
             if t == 0:
-                self.steps[layer] += 1
+                self.steps[layer] = self.steps[layer] + 1 if (
+                    self.config.score_window == "epoch") else 1
+        return listen
+
+    def _latent_listener(self, layer: int, t: int, heads: int):
+        """Latent (trainable) B and its gradient: the weight and gradient L2 norms."""
+        def listen(weight: torch.Tensor, grad: torch.Tensor) -> None:
+            self._keep("weight_l2", layer, t, weight.float().reshape(heads, -1).norm(dim=1))
+            self._keep("grad_l2", layer, t, grad.float().reshape(heads, -1).norm(dim=1))
         return listen
 
     def listen(self, on: bool) -> None:
-        """Start/stop gathering per-head gradient statistics on every step."""
+        """Start/stop gathering per-head weight and gradient statistics on every step."""
         for site in self.backbone.sites:
             for t, target in enumerate(self.targets):
                 delta = self.modules[f"layer{site.layer}.{target}"]
-                delta.listener = self._listener(site.layer, t, site.num_heads) if on else None
+                args = (site.layer, t, site.num_heads)
+                delta.listener = self._listener(*args) if on else None
+                delta.latent_listener = self._latent_listener(*args) if on else None
 
     def scores(self, kind: str | None = None) -> list[torch.Tensor]:
-        """Per layer, a (targets x heads) tensor of the chosen score, averaged over steps."""
+        """Per layer, a (targets x heads) tensor of the chosen score (per step if averaged)."""
         kind = kind or self.config.score
         if kind in ("front", "random"):  # selection ignores scores; keep Taylor for records
             kind = "taylor"
@@ -171,12 +202,19 @@ class HeartLoRA(BiLoRA):
         self.apply_mask(self.compute_mask())
 
     # -- trainer hooks ----------------------------------------------------------
+    def check_schedule(self, epochs: int, warmup_epochs: int) -> None:
+        """What training would refuse, checked when a suite loads (before any job starts)."""
+        mask_epoch = getattr(self, "mask_epoch", self.config.mask_epoch)  # set on attach
+        mask_epoch = mask_epoch if mask_epoch >= 0 else warmup_epochs
+        needs_grad = self.config.score not in ("front", "random")
+        require(not (needs_grad and mask_epoch == 0 and self.config.ne > 0),
+                f"score {self.config.score!r} needs at least one warm-up epoch before masking"
+                f" ne = {self.config.ne} heads; set train.warmup_epochs >= 1 (or ne = 0)")
+
     def on_train_start(self, epochs: int, warmup_epochs: int, steps_per_epoch: int) -> None:
+        self.check_schedule(epochs, warmup_epochs)
         if self.mask_epoch < 0:
             self.mask_epoch = warmup_epochs
-        needs_grad = self.config.score not in ("front", "random")
-        require(not (needs_grad and self.mask_epoch == 0 and self.config.ne > 0),
-                f"score {self.config.score!r} needs at least one warm-up epoch before masking")
         if self.mask_epoch == 0 and self.mask is None:
             self.apply_mask(self.compute_mask())
 
@@ -199,6 +237,7 @@ class HeartLoRA(BiLoRA):
         c = self.config
         return {"heart": {
             "ne": c.ne, "ratio": c.ratio or None, "mode": c.mode, "score": c.score,
+            "score_window": c.score_window, "scored_steps": self.steps,
             "mask_epoch": self.mask_epoch, "targets": self.targets,
             "heads_per_layer": self.heads,
             "scores": {k: [s.tolist() for s in self.scores(k)] for k in RAW},

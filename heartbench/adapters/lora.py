@@ -29,7 +29,10 @@ from heartbench.adapters.base import (
     require,
 )
 
-# (effective B weight, its gradient) -> None; set by head scoring while it listens.
+# (weight, its gradient) -> None; set by head scoring while it listens. ``listener`` gets
+# the B the forward pass uses (quantised when bits < 32) and the gradient of the loss with
+# respect to it; ``latent_listener`` gets the trainable parameter B itself and its gradient
+# (through the quantiser's STE), what Bi-LoRA's ``adapter.weight`` / ``.grad`` hold.
 GradListener = Callable[[torch.Tensor, torch.Tensor], None]
 
 
@@ -43,34 +46,44 @@ class LowRankDelta(Delta):
         self.A = nn.Parameter(torch.empty(rank, d_in))
         self.B = nn.Parameter(torch.zeros(d_out, rank))
         nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))  # nn.Linear's default, as PEFT
+        # On the rank-r bottleneck (drop(A x)), as Bi-LoRA's Adapter.forward.
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.register_buffer("row_mask", torch.ones(d_out), persistent=True)
         self.masked = False  # True once any row is masked: skips a multiply otherwise
         self.listener: GradListener | None = None
+        self.latent_listener: GradListener | None = None
         # Quantised weights read back from storage replace the latent ones.
         self.loaded: dict[str, torch.Tensor] | None = None
 
     def effective(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(A, B) as used in the forward pass: quantised if bits < 32, unscaled, unmasked."""
+        return self.down_weight(), self._forward_b()
+
+    def down_weight(self) -> torch.Tensor:
         if self.loaded is not None:
-            return self.loaded["A"], self.loaded["B"]
-        return quant.quantize_ste(self.A, self.bits), quant.quantize_ste(self.B, self.bits)
+            return self.loaded["A"]
+        return quant.quantize_ste(self.A, self.bits)
+
+    def _forward_b(self) -> torch.Tensor:
+        if self.loaded is not None:
+            return self.loaded["B"]
+        latent = self.B
+        if self.latent_listener is not None and latent.requires_grad:
+            latent = _listened(latent, self.latent_listener)
+        return quant.quantize_ste(latent, self.bits)
 
     def up_weight(self) -> torch.Tensor:
-        _, b = self.effective()
+        b = self._forward_b()
         if self.listener is not None and b.requires_grad:
-            b = b.view_as(b)  # a fresh non-leaf, so the hook lives for this step only
-            b.register_hook(lambda grad, b=b: self.listener(b.detach(), grad))
+            b = _listened(b, self.listener)
         b = b * self.scale
         return b * self.row_mask[:, None] if self.masked else b
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a, _ = self.effective()
-        return F.linear(self.drop(F.linear(x, a)), self.up_weight())
+        return F.linear(self.drop(F.linear(x, self.down_weight())), self.up_weight())
 
     def delta_weight(self) -> torch.Tensor:
-        a, _ = self.effective()
-        return self.up_weight() @ a
+        return self.up_weight() @ self.down_weight()
 
     def set_row_mask(self, mask: torch.Tensor) -> None:
         self.row_mask.copy_(mask.to(self.row_mask))
@@ -111,6 +124,13 @@ class LowRankDelta(Delta):
             else:
                 device = self.A.device
                 self.loaded = {"A": a.to(device), "B": full_b.to(device)}
+
+
+def _listened(weight: torch.Tensor, listener: GradListener) -> torch.Tensor:
+    """A fresh non-leaf view of ``weight`` whose gradient goes to ``listener`` (this step)."""
+    view = weight.view_as(weight)
+    view.register_hook(lambda grad: listener(view.detach(), grad))
+    return view
 
 
 @dataclass
