@@ -104,8 +104,8 @@ _TASKS: list[VtabTask] = [
     VtabTask("diabetic_retinopathy", "diabetic_retinopathy_detection/btgraham-300", "3.0.0",
              {"train": 35126, "validation": 10906, "test": 42670}, _VAL, 5, 42670, "label",
              manual="download the Kaggle diabetic-retinopathy-detection files into"
-                    " {manual_dir} (check that train.zip.001-005 are all there: .005 often"
-                    " goes missing), then 'cat train.zip.* > train.zip' and 'cat test.zip.* >"
+                    " {manual_dir} (check that all five parts train.zip.001 to train.zip.005"
+                    " are there: the last often goes missing), then 'cat train.zip.* > train.zip' and 'cat test.zip.* >"
                     " test.zip'"),
     VtabTask("clevr_count", "clevr", "3.1.0",
              {"train": 70000, "validation": 15000, "test": 15000},

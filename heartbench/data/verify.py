@@ -157,7 +157,8 @@ def scan_images(base: Path, rels: list[str], progress: Progress, desc: str) -> I
                 scan.modes[img.mode] += 1
                 scan.sizes[img.size] += 1
         except Exception as err:  # PIL raises assorted errors for corrupt files
-            scan.broken.append(f"{rel} ({type(err).__name__}: {err})")
+            text = str(err).replace(" <_io.BytesIO object", "").split(" at 0x")[0]
+            scan.broken.append(f"{rel} ({type(err).__name__}: {text})")
             continue
         scan.hashes[rel] = hashlib.sha1(data).hexdigest()
     return scan
@@ -182,7 +183,10 @@ def report_scan(scan: ImageScan, check: TaskCheck) -> None:
 def report_duplicates(train: Iterable[str], test: Iterable[str], scan: ImageScan,
                       allowed: str | None, check: TaskCheck) -> None:
     """Byte-identical images between the training lists and test."""
-    by_hash = {scan.hashes[r]: r for r in train if r in scan.hashes}
+    by_hash: dict[str, str] = {}
+    for r in train:  # the first training image with each hash names it
+        if r in scan.hashes:
+            by_hash.setdefault(scan.hashes[r], r)
     dups = [(by_hash[scan.hashes[r]], r) for r in test
             if r in scan.hashes and scan.hashes[r] in by_hash]
     check.stats["train_test_duplicates"] = len(dups)
@@ -222,7 +226,7 @@ def check_vtab_task(root: Path, name: str, deep: bool = False,
     for split, entries in lists.items():
         if entries is not None:
             check_present(folder, entries, split, check, listings)
-    if check.problems:  # the union and deep checks need complete, readable lists
+    if any(entries is None for entries in lists.values()):  # the rest needs every list
         return check
     _check_union(folder, lists, check)
     seen = len({label for _, label in lists["test"]})
@@ -296,7 +300,7 @@ def check_fewshot_dataset(root: Path, name: str, deep: bool = False,
     for key, entries in lists.items():
         if entries is not None:
             check_present(base, entries, key, check, listings)
-    if check.problems:
+    if any(entries is None for entries in lists.values()):  # the rest needs every list
         return check
     train = {rel for key, entries in lists.items() if key.startswith("train")
              for rel, _ in entries}
