@@ -7,6 +7,7 @@ line and exit code 2 before a job starts, and leaves nothing behind.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,13 @@ def check_inputs(suite: Any, runs: list[Any]) -> None:
         splits = ("train800", "val200", "train800val200", "test") \
             if suite.eval_protocol == "val" else ("train800val200", "test")
         validate_vtab(suite.data_root, suite.benchmark, tasks, splits)
+    from heartbench.data.verify import check_standard_copy  # vtab1k/fewshot: the manifest
+
+    warning = check_standard_copy(suite.data_root, suite.benchmark, tasks,
+                                  sorted({r.shots for r in runs if r.shots}),
+                                  sorted({r.seed for r in runs}))
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     weights = suite.backbone["weights"]
     if weights not in (None, "timm"):
         from heartbench.backbones import check_weights_file
