@@ -35,12 +35,23 @@ def check_inputs(suite: Any, runs: list[Any]) -> None:
 
         print(f"writing the synthetic dataset to {suite.data_root} (first use)")
         write_synth(suite.data_root)
+    if suite.benchmark in ("vtab_mini", "fewshot_mini"):
+        # The twins are deterministic, built from installed packages: make what is missing.
+        from heartbench.data.twin import ensure_twin_task
+
+        for task in tasks:
+            if not (Path(suite.data_root) / task).is_dir():
+                print(f"writing {suite.benchmark} task {task!r} to {suite.data_root}"
+                      " (first use)", flush=True)
+                ensure_twin_task(suite.benchmark, suite.data_root, task)
     if is_fewshot(suite.benchmark):
         from heartbench.data.fewshot import validate_fewshot
 
         shots = sorted({r.shots for r in runs})
         seeds = sorted({r.seed for r in runs})
-        validate_fewshot(suite.data_root, suite.benchmark, tasks, shots, seeds)
+        # eval_protocol "val" selects on val_meta.list: it must be there before any job.
+        splits = ("train", "val", "test") if suite.eval_protocol == "val" else ("train", "test")
+        validate_fewshot(suite.data_root, suite.benchmark, tasks, shots, seeds, splits)
     else:
         from heartbench.data.vtab import validate_vtab
 

@@ -258,6 +258,7 @@ def _build(path: Path, raw: dict[str, Any], data_root: str | None) -> Suite:
             info = tasks_info[task]
             for config, grid, search in _expand(path, where, entry, benchmark, task, protocol,
                                                 heads):
+                _check_schedule(path, where, entry["name"], config, search, method_train)
                 for seed, k in itertools.product(method_seeds, shots):
                     spec = RunSpec(
                         suite=suite.name, benchmark=benchmark, data_root=root, task=task,
@@ -268,6 +269,24 @@ def _build(path: Path, raw: dict[str, Any], data_root: str | None) -> Suite:
                     suite.runs.append(_with_id(spec))
     _check_duplicates(path, suite.runs)
     return suite
+
+
+def _check_schedule(path: Path, where: str, name: str, config: dict[str, Any],
+                    search: dict[str, list[Any]], train: dict[str, Any]) -> None:
+    """A method's own schedule check (e.g. Heart-LoRA needs a warm-up epoch to score heads),
+    for the config and every point it will search: at load time, not in a worker."""
+    from heartbench.adapters import create_method
+
+    points = [dict(zip(search, combo)) for combo in itertools.product(*search.values())]
+    for point in points or [{}]:
+        method = create_method(name, {**config, **point})
+        check = getattr(method, "check_schedule", None)
+        if check is None:
+            return
+        try:
+            check(train["epochs"], train["warmup_epochs"])
+        except UserError as err:
+            raise UserError(f"{path}: {where}: {name}: {err}") from None
 
 
 def _task(path: Path, where: str, benchmark: str, name: Any, resolve: Any) -> Any:

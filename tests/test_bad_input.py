@@ -138,6 +138,32 @@ CASES = [
                                         "key 'cls_token' has shape (1, 1, 96),"
                                         " expected (1, 1, 48)"],
          text=VALID, weights="wide.pth"),
+    Case("npz-other-architecture", ["weights file {case}/wide.npz",
+                                    "is for another architecture: the tensor for"
+                                    " 'patch_embed.proj.weight' has shape (96, 3, 8, 8),"
+                                    " expected (48, 3, 8, 8)"], text=VALID, weights="wide.npz"),
+    Case("npz-more-blocks", ["weights file {case}/deep.npz", "it has 3 blocks, the model 2",
+                             "'Transformer/encoderblock_2/"], text=VALID, weights="deep.npz"),
+    Case("pth-extra-tensor", ["weights file {case}/extra.pth",
+                              "unexpected key 'blocks.1.attn.extra' (shape (5, 2)"],
+         text=VALID, weights="extra.pth"),
+    Case("swin-microsoft-other-architecture",
+         ["weights file {case}/swin_wide.pth", "key 'patch_embed.proj.weight' has shape"
+          " (32, 3, 4, 4), expected (16, 3, 4, 4)"],
+         text=base('name = "vit_test"=>name = "swin_test"', 'name = "heart_lora"=>name = "lora"',
+                   "config = {{ rank = 8, bits = 1, ne = 3 }}=>config = {{ rank = 8 }}"),
+         weights="swin_wide.pth"),
+    # -- what a worker would fail on ------------------------------------------------------------
+    Case("heart-without-warmup", ["{suite}", "methods[0]: heart_lora", "needs at least one"
+                                  " warm-up epoch", "set train.warmup_epochs >= 1"],
+         text=base("warmup_epochs = 1=>warmup_epochs = 0")),
+    Case("fewshot-val-without-val-list", ["missing list file {data}/animals/annotations/"
+                                          "val_meta.list"],
+         text=base('benchmark = "synth"=>benchmark = "fewshot_mini"',
+                   'tasks = ["colors"]=>tasks = ["animals"]\nshots = [1]\n'
+                   'eval_protocol = "val"'), data="fewshot-no-val"),
+    Case("corrupt-image", ["image {data}/colors/images/train/", "cannot be decoded",
+                           "Truncated"], text=VALID, data="corrupt"),
     # -- the results directory ----------------------------------------------------------------
     Case("results-not-writable", ["results directory {case}/afile/results is not writable",
                                   "Not a directory"], text=VALID, results="afile/results"),
@@ -155,7 +181,12 @@ def make_data(root: Path) -> dict[str, Path]:
         copy = root / name
         shutil.copytree(good / "colors", copy / "colors")
         variants[name] = copy
+    shutil.copytree(good / "colors", root / "corrupt" / "colors")
+    variants["corrupt"] = root / "corrupt"
+    variants["fewshot-no-val"] = fewshot_without_val(root / "fewshot-no-val")
     colors = {name: variants[name] / "colors" for name in variants}
+    first = colors["corrupt"] / (colors["corrupt"] / "train800val200.txt").read_text().split()[0]
+    first.write_bytes(first.read_bytes()[:300])  # a truncated JPEG: the header survives
     (colors["no-list"] / "test.txt").unlink()
     first_test_image = (colors["no-image"] / "test.txt").read_text().split()[0]
     (colors["no-image"] / first_test_image).unlink()
@@ -169,8 +200,38 @@ def make_data(root: Path) -> dict[str, Path]:
     return variants
 
 
+def fewshot_without_val(root: Path) -> Path:
+    """fewshot_mini's 'animals' with 1-shot train and test lists but no val_meta.list."""
+    from PIL import Image
+
+    folder = root / "animals"
+    (folder / "images").mkdir(parents=True)
+    (folder / "annotations").mkdir()
+    rows = []
+    for label in range(10):
+        Image.new("RGB", (8, 8), (25 * label, 0, 0)).save(folder / "images" / f"{label}.jpg")
+        rows.append(f"{label}.jpg {label}\n")
+    (folder / "annotations" / "train_meta.list.num_shot_1.seed_0").write_text("".join(rows))
+    (folder / "annotations" / "test_meta.list").write_text("".join(rows))
+    return root
+
+
 def make_weights(case_dir: Path, name: str) -> None:
-    if name == "garbage.pth":
+    from test_checkpoints import google_npz, microsoft_swin, timm_state
+
+    if name == "wide.npz":
+        google_npz(timm_state("vit_test", embed_dim=96), heads=12, path=case_dir / name)
+    elif name == "deep.npz":
+        google_npz(timm_state("vit_test", depth=3), heads=12, path=case_dir / name)
+    elif name == "extra.pth":
+        import torch
+
+        state = timm_state("vit_test")
+        state["blocks.1.attn.extra"] = torch.zeros(5, 2)
+        torch.save(state, case_dir / name)
+    elif name == "swin_wide.pth":
+        microsoft_swin(timm_state("swin_test", embed_dim=32), case_dir / name)
+    elif name == "garbage.pth":
         (case_dir / name).write_bytes(os.urandom(4096))
     elif name == "wide.pth":  # the same family, but 96-dimensional
         import timm

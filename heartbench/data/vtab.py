@@ -86,7 +86,8 @@ def parse_list(
 
 
 def check_files_exist(samples: list[tuple[Path, int]], list_path: Path) -> None:
-    """Every listed image must exist: one directory listing per folder, not one stat each."""
+    """Every listed image must exist (one directory listing per folder, not one stat each)
+    and the first must decode."""
     by_dir: dict[Path, list[Path]] = {}
     for path, _ in samples:
         by_dir.setdefault(path.parent, []).append(path)
@@ -100,6 +101,9 @@ def check_files_exist(samples: list[tuple[Path, int]], list_path: Path) -> None:
         for path in paths:
             if path.name not in present:
                 raise UserError(f"{list_path}: listed image {path} does not exist")
+    # One decode per list (cheap, unlike decoding all 73,728): files that are not images at
+    # all (a wrong extraction, HTML saved as .jpg) fail here rather than in a worker.
+    load_rgb(samples[0][0])
 
 
 def find_folder(root: str | os.PathLike, info: TaskInfo, what: str, layout: str,
