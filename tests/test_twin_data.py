@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import io
 import pickle
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from scipy import ndimage
 from heartbench.data import twin
 from heartbench.data.fewshot import FewShotDataset, validate_fewshot
 from heartbench.data.tasks import get_benchmark, resolve_task
+from heartbench.data.twin import fetch
 from heartbench.data.vtab import VTABDataset, validate_vtab
 from heartbench.errors import UserError
 
@@ -200,12 +202,155 @@ def test_unpickler_allows_only_numpy():
         assert np.array_equal(twin._NumpyOnlyUnpickler(fh).load(), arr)
 
 
-def test_missing_animal_package_is_a_user_error(monkeypatch):
-    import importlib.util
+# --- animal-mnist without the package: fetched once into a cache -------------------------
 
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
-    with pytest.raises(UserError, match="pip install --no-deps animal-mnist"):
+FAKE_FILES = {"animal_data_version_3.gz": b"pixels " * 100, "animal_label_version_3.gz": b"labels"}
+
+
+def _fake_wheel(path: Path, files: dict[str, bytes] = FAKE_FILES) -> Path:
+    """A zip laid out like the animal-mnist 0.4 wheel (package, data, dist-info)."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("animal_mnist/__init__.py", "import tensorflow\n")
+        for name, data in files.items():
+            zf.writestr(f"animal_mnist/data/Animal_MNIST/{name}", data)
+        zf.writestr("animal_mnist-0.4.dist-info/METADATA", "Requires-Dist: tensorflow\n")
+    return path
+
+
+def _hashes(files: dict[str, bytes] = FAKE_FILES) -> dict[str, str]:
+    return {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+
+
+def test_animal_files_come_out_of_the_wheel_checked(tmp_path):
+    wheel = _fake_wheel(tmp_path / "animal_mnist-0.4-py3-none-any.whl")
+    folder = fetch.extract_from_wheel(wheel, tmp_path / "cache", _hashes())
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == FAKE_FILES
+    assert fetch.verified(folder, _hashes())
+    (folder / "animal_label_version_3.gz").write_bytes(b"tampered")
+    assert not fetch.verified(folder, _hashes())
+
+
+def test_a_wheel_with_other_bytes_is_refused_and_nothing_written(tmp_path):
+    wheel = _fake_wheel(tmp_path / "w.whl", {**FAKE_FILES, "animal_label_version_3.gz": b"x"})
+    with pytest.raises(UserError, match="animal_label_version_3.gz has sha256 .*, expected"):
+        fetch.extract_from_wheel(wheel, tmp_path / "cache", _hashes())
+    assert not (tmp_path / "cache").exists()
+    (tmp_path / "bad.whl").write_text("not a zip")
+    with pytest.raises(UserError, match="not a wheel"):
+        fetch.extract_from_wheel(tmp_path / "bad.whl", tmp_path / "cache", _hashes())
+    # The real digests are those of the files inside animal-mnist 0.4 (pinned, not computed).
+    assert set(fetch.FILES) == set(FAKE_FILES) and all(len(h) == 64 for h in fetch.FILES.values())
+
+
+@pytest.fixture
+def no_animal_package(tmp_path, monkeypatch):
+    """No installed animal-mnist, an empty cache, and pip replaced by a recorder."""
+    from heartbench.data.twin import sources
+
+    monkeypatch.setattr(sources, "_installed_animal_dir", lambda: None)
+    monkeypatch.setenv("HEARTBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(fetch, "FILES", _hashes())
+    calls = []
+
+    def fake_pip(cmd, **kwargs):
+        calls.append(cmd)
+        dest = Path(cmd[cmd.index("-d") + 1])
+        _fake_wheel(dest / fetch.WHEEL)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(fetch.subprocess, "run", fake_pip)
+    return calls
+
+
+def test_missing_animal_package_fetches_the_wheel_once(no_animal_package, tmp_path, capsys):
+    folder = twin.animal_mnist_dir()
+    assert folder == tmp_path / "cache" / "animal-mnist-0.4"
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == FAKE_FILES
+    (cmd,) = no_animal_package
+    assert cmd[1:5] == ["-m", "pip", "download", "animal-mnist==0.4"] and "--no-deps" in cmd
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip download animal-mnist==0.4 --no-deps" in err
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["animal-mnist-0.4"]
+    assert twin.animal_mnist_dir() == folder and len(no_animal_package) == 1  # cached
+
+
+def test_a_wheel_put_in_the_cache_by_hand_is_used_offline(no_animal_package, tmp_path):
+    (tmp_path / "cache").mkdir()
+    _fake_wheel(tmp_path / "cache" / fetch.WHEEL)
+    assert twin.animal_mnist_dir().joinpath("animal_label_version_3.gz").read_bytes() == b"labels"
+    assert no_animal_package == []
+
+
+def test_offline_fetch_is_one_line_naming_what_to_do(no_animal_package, tmp_path, monkeypatch):
+    failed = subprocess.CompletedProcess([], 1, "", "WARNING: retrying\nERROR: No matching"
+                                         " distribution found for animal-mnist==0.4\n")
+    monkeypatch.setattr(fetch.subprocess, "run", lambda cmd, **kw: failed)
+    with pytest.raises(UserError) as err:
         twin.animal_mnist_dir()
+    text = str(err.value)
+    assert "\n" not in text and "pip download animal-mnist==0.4 --no-deps" in text
+    assert "No matching distribution" in text and f"copy {fetch.WHEEL} into" in text
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == []  # no partial download left
+
+
+# --- a task folder appears whole or not at all ---------------------------------------------
+
+
+class _Interrupt(KeyboardInterrupt):
+    pass
+
+
+def _interrupt_after(n: int, write):
+    count = [0]
+
+    def writer(*args, **kwargs):
+        count[0] += 1
+        if count[0] > n:
+            raise _Interrupt
+        return write(*args, **kwargs)
+
+    return writer
+
+
+def test_an_interrupted_vtab_write_leaves_no_task_folder(tmp_path, monkeypatch):
+    from heartbench.data import synth
+
+    monkeypatch.setattr(synth, "write_image", _interrupt_after(50, synth.write_image))
+    with pytest.raises(_Interrupt):
+        twin.write_vtab_mini(tmp_path, tasks=["digits8"])
+    assert list(tmp_path.iterdir()) == []  # neither digits8/ nor a hidden partial folder
+
+
+def test_an_interrupted_rewrite_keeps_the_old_task(mini_root, tmp_path, monkeypatch):
+    import shutil
+
+    from heartbench.data import synth
+
+    shutil.copytree(mini_root / "digits8", tmp_path / "digits8")
+    before = _digest(tmp_path)
+    monkeypatch.setattr(synth, "write_image", _interrupt_after(50, synth.write_image))
+    with pytest.raises(_Interrupt):
+        twin.write_vtab_mini(tmp_path, seed=1, tasks=["digits8"])
+    assert _digest(tmp_path) == before and [p.name for p in tmp_path.iterdir()] == ["digits8"]
+    monkeypatch.undo()
+    twin.write_vtab_mini(tmp_path, seed=1, tasks=["digits8"])  # a finished rewrite replaces it
+    assert _digest(tmp_path) != before and [p.name for p in tmp_path.iterdir()] == ["digits8"]
+
+
+def test_an_interrupted_fewshot_or_synth_write_leaves_no_folder(tmp_path, monkeypatch):
+    from heartbench.data import synth
+    from heartbench.data.twin import fewshot_mini
+
+    monkeypatch.setattr(fewshot_mini, "write_image", _interrupt_after(30, synth.write_image))
+    with pytest.raises(_Interrupt):
+        twin.write_fewshot_mini(tmp_path / "f", datasets=["digits8"])
+    assert list((tmp_path / "f").iterdir()) == []
+    monkeypatch.setattr(synth, "write_image", _interrupt_after(30, synth.write_image))
+    with pytest.raises(_Interrupt):
+        twin.ensure_twin_task("synth", tmp_path / "s", "stripes")
+    assert list((tmp_path / "s").iterdir()) == []
 
 
 # --- written layout ------------------------------------------------------------------------
