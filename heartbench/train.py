@@ -229,6 +229,16 @@ def set_matmul_precision(precision: str) -> None:
     torch.set_float32_matmul_precision("high" if tf32 else "highest")
 
 
+def make_optimizer(method: Method, params: list[nn.Parameter], train: dict[str, Any]
+                   ) -> torch.optim.Optimizer:
+    """The method's own optimiser if it has one (Full: VPT's SGD), else AdamW (Table 9)."""
+    own = getattr(method, "make_optimizer", None)
+    optimizer = own(params, train) if own is not None else None
+    if optimizer is None:
+        optimizer = torch.optim.AdamW(params, lr=train["lr"], weight_decay=train["weight_decay"])
+    return optimizer
+
+
 def train_phase(spec: RunSpec, method_config: dict[str, Any], train_split: str,
                 eval_split: str, ckpt: Path | None, progress: bool = False
                 ) -> dict[str, Any]:
@@ -247,7 +257,7 @@ def train_phase(spec: RunSpec, method_config: dict[str, Any], train_split: str,
     eval_loader = make_loader(make_dataset(spec, eval_split, size, False), spec, False,
                               torch.Generator())
     params = method.trainable_parameters() + backbone.head_parameters()
-    optimizer = torch.optim.AdamW(params, lr=t["lr"], weight_decay=t["weight_decay"])
+    optimizer = make_optimizer(method, params, t)
     scheduler = CosineLRScheduler(optimizer, t_initial=t["epochs"], warmup_t=t["warmup_epochs"],
                                   warmup_lr_init=t["warmup_lr_init"], lr_min=t["min_lr"])
     steps = len(train_loader) if not t["max_train_batches"] else min(len(train_loader),

@@ -408,8 +408,65 @@ def test_vit_only_methods_reject_swin(name) -> None:
     ("compacter", {"placement": "both"}, "placement"),
     ("ssf", {"init": "zeros"}, "init"),
     ("fact_tt", {"rank": 0}, "rank"),
-    ("full", {"lr": 1.0}, "unknown key 'lr'"),
+    ("full", {"rate": 1.0}, "unknown key 'rate'"),
+    ("full", {"optimizer": "adam"}, "optimizer"),
 ])
 def test_config_errors(name, config, message) -> None:
     with pytest.raises(UserError, match=message):
         create_method(name, config)
+
+
+# ---------------------------------------------------------------------------
+# Defaults as the references: VPT's encoder in eval mode, Full with VPT's SGD
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["vpt_shallow", "vpt_deep"])
+def test_vpt_trains_with_the_encoder_in_eval_mode(name) -> None:
+    # Official PromptedTransformer.train(): the encoder stays in eval mode (no drop-path)
+    # while the prompts train; encoder_eval=False keeps the backbone's drop-path.
+    assert create_method(name).config.encoder_eval  # the official behaviour by default
+    x = images()
+    for encoder_eval in (True, False):
+        torch.manual_seed(0)
+        backbone = build_backbone("vit_test", 5, drop_path_rate=0.5)
+        method = create_method(name, {"length": 3, "dropout": 0.5,
+                                      "encoder_eval": encoder_eval})
+        method.attach(backbone)
+        model = backbone.model
+        model.eval()
+        reference = model(x)
+        model.train()
+        torch.manual_seed(1)
+        first = model(x)
+        drops = [m for m in model.modules() if type(m).__name__ == "DropPath"]
+        assert drops and all(m.training != encoder_eval for m in drops)
+        prompts = [m for m in method.modules.values()]
+        assert all(p.training and p.drop.training for p in prompts)  # prompt dropout trains
+        # With the encoder in eval mode, only the prompt dropout is random: with it
+        # switched off the training-mode output is the eval output.
+        for p in prompts:
+            p.drop.p = 0.0
+        torch.manual_seed(2)
+        second = model(x)
+        if encoder_eval:
+            torch.testing.assert_close(second, reference)
+        else:
+            assert not torch.allclose(second, reference)
+        assert not torch.allclose(first, reference)
+
+
+def test_full_uses_vpt_sgd_recipe() -> None:
+    from heartbench.train import make_optimizer
+
+    backbone, method = attached("full", {"lr": 0.005, "weight_decay": 0.001})
+    params = method.trainable_parameters()
+    train = {"batch_size": 64, "lr": 1e-3, "weight_decay": 1e-4}
+    optimizer = make_optimizer(method, params, train)
+    assert type(optimizer) is torch.optim.SGD
+    group = optimizer.param_groups[0]
+    # tune_vtab.setup: lr = base lr / 256 * batch size; SOLVER.MOMENTUM 0.9
+    assert (group["lr"], group["momentum"], group["weight_decay"]) == (0.005 * 64 / 256, 0.9,
+                                                                      0.001)
+    adamw = make_optimizer(create_method("lora"), params, train)
+    assert type(adamw) is torch.optim.AdamW and adamw.param_groups[0]["lr"] == 1e-3
+    own = create_method("full", {"optimizer": "adamw"})
+    assert type(make_optimizer(own, params, train)) is torch.optim.AdamW

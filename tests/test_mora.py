@@ -144,3 +144,11 @@ def test_config_errors() -> None:
         create_method("mora", variant="rotary")
     with pytest.raises(UserError, match="targets"):
         create_method("mora", targets="")
+
+
+def test_defaults_are_the_rope_variant_with_lora_dropout() -> None:
+    # MoRA README: type 6 (RoPE) for small ranks; the paper: LoRA's hyper-parameters (0.1).
+    method = create_method("mora")
+    assert (method.config.variant, method.config.dropout) == ("rope", 0.1)
+    delta = method.make_delta(768, 768)
+    assert delta.r_hat == 110 and delta.drop.p == 0.1

@@ -11,6 +11,13 @@ writes it separately).
 Merging: the trained tensors already *are* the backbone's weights, so there is nothing to
 fold; ``merge`` is a no-op that keeps the logits and the module structure (``mergeable``).
 
+Optimiser (Table 1's Full row comes from VPT's paper): VPT's fine-tuning recipe (KMnP/vpt,
+``tune_vtab.py`` ``get_lrwd_range("finetune")`` and its solver defaults): SGD with momentum
+0.9, base lr searched in {0.001, 0.0001, 0.0005, 0.005} and weight decay in {0.01, 0.001,
+0.0001, 0.0}, the base lr scaled by batch size / 256 as ``tune_vtab.setup`` does; the
+trainer's cosine schedule and warm-up apply as for every method. ``optimizer="adamw"``
+uses the trainer's AdamW, lr and weight decay instead (the other methods' recipe).
+
 Size on ViT-B/16 (``build_backbone("vit_base_patch16_224", 100)``, head excluded): patch
 embedding 590,592 + cls token 768 + position embedding 151,296 + 12 blocks x 7,087,872 +
 final norm 1,536 = 85,798,656 fp32 values = 343,194,624 bytes = 327.30 MiB; Table 1
@@ -20,11 +27,12 @@ lists Full at 327 MB.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from heartbench.adapters.base import Method, MethodConfig, register
+from heartbench.adapters.base import Method, MethodConfig, register, require
 from heartbench.backbones import Backbone
 from heartbench.errors import UserError
 
@@ -78,9 +86,23 @@ class BackboneTensors(Method):
                 param.copy_(value.to(param))
 
 
+OPTIMIZERS = ("sgd", "adamw")
+
+
 @dataclass
 class FullConfig(MethodConfig):
-    """Full fine-tuning has no hyper-parameters of its own (lr etc. belong to the trainer)."""
+    """VPT's fine-tuning optimiser (see the module docstring)."""
+
+    optimizer: str = "sgd"
+    lr: float = 0.001  # VPT's base lr, scaled by batch_size / 256 (sgd only)
+    weight_decay: float = 0.0001  # sgd only; adamw uses the trainer's
+    momentum: float = 0.9
+
+    def validate(self) -> None:
+        require(self.optimizer in OPTIMIZERS,
+                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        require(self.lr > 0, f"lr must be positive, got {self.lr}")
+        require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
 
 
 @register("full")
@@ -88,6 +110,15 @@ class Full(BackboneTensors):
     """Every backbone parameter (not the buffers) is trainable and stored."""
 
     config_cls = FullConfig
+
+    def make_optimizer(self, params: list[nn.Parameter], train: dict[str, Any]
+                       ) -> torch.optim.Optimizer | None:
+        """VPT's SGD (lr = base lr * batch / 256), or None for the trainer's AdamW."""
+        c = self.config
+        if c.optimizer != "sgd":
+            return None
+        return torch.optim.SGD(params, lr=c.lr * train["batch_size"] / 256,
+                               momentum=c.momentum, weight_decay=c.weight_decay)
 
     def selects(self, name: str, param: nn.Parameter) -> bool:
         return True

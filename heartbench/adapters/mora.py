@@ -17,6 +17,11 @@ lora/layer.py``, ``LoraLayer.update_layer`` / ``_apply_mora`` / ``Linear.get_del
   blocks' outputs are concatenated (cut to d_out, or repeated cyclically when shorter).
 * Dropout (the repository's ``lora_dropout``) acts on the input before compression.
 
+Defaults: ``variant="rope"`` (type 6), which the MoRA README prescribes for small ranks
+("type 1 (Sharing) for large lora ranks ... type 6 (RoPE based) for small lora ranks"; the
+paper's MoRA matches LoRA r = 8), and ``dropout=0.1``, LoRA's, since the paper gives MoRA
+"identical training hyper-parameters as LoRA".
+
 Both are activation deltas (``forward(x)`` is the cheap r_hat-wide path); ``delta_weight()``
 builds the equivalent dense d_out x d_in matrix for merging, vectorised rather than with the
 repository's Python loops (the tests compare it with a port of those loops).
@@ -144,9 +149,9 @@ class MoRADelta(Delta):
 @dataclass
 class MoRAConfig(MethodConfig):
     rank: int = 8  # the LoRA rank whose parameter budget r_hat matches
-    variant: str = "sharing"
+    variant: str = "rope"  # type 6: the MoRA README's choice for small ranks
     targets: str = "qv"
-    dropout: float = 0.0
+    dropout: float = 0.1  # LoRA's (the paper: MoRA uses LoRA's hyper-parameters)
 
     def validate(self) -> None:
         require(self.rank > 0, f"rank must be a positive integer, got {self.rank}")

@@ -13,6 +13,12 @@ Follows the official code (github.com/KMnP/vpt, ``src/models/vit_prompt/vit.py``
 * Initialisation: ``uniform(-v, v)`` with ``v = sqrt(6 / (3 * patch_h * patch_w + dim))``
   (xavier-uniform as in the official code); dropout ``dropout`` on the prompts (official
   default ``PROMPT.DROPOUT = 0.0``).
+* Training mode: ``PromptedTransformer.train()`` of the official code puts the encoder and
+  the embeddings in eval mode while training (only the prompt dropout trains), so the
+  backbone's drop-path and dropout are off for VPT even when the suite sets
+  ``drop_path_rate``. ``encoder_eval=True`` (default) does the same here (a forward
+  pre-hook on the model turns every backbone module but the prompts to eval mode whenever
+  the model is in training mode); ``False`` trains with the backbone's drop-path.
 * The prompts leave the sequence after the final norm (a forward hook on ``model.norm``
   cuts them out), so timm's pooling sees the same tokens as without VPT; with timm's
   default "token" pooling this is exactly VPT's ``x[:, 0]`` after the encoder norm.
@@ -57,6 +63,7 @@ from heartbench.errors import UserError
 class VPTConfig(MethodConfig):
     length: int = 10  # prompt tokens (per layer for vpt_deep)
     dropout: float = 0.0
+    encoder_eval: bool = True  # official PromptedTransformer.train(): no drop-path
 
     def validate(self) -> None:
         require(self.length > 0, f"length must be a positive integer, got {self.length}")
@@ -88,6 +95,16 @@ class PromptTokens(nn.Module):
 
 def _prompt_pre_hook(prompts: PromptTokens, module: nn.Module, args: tuple) -> tuple:
     return (prompts(args[0]), *args[1:])
+
+
+def _encoder_eval_hook(prompts: list[PromptTokens], model: nn.Module, args: tuple) -> None:
+    """In training mode, every module but the prompts runs in eval mode (official VPT)."""
+    if not model.training:
+        return
+    keep = {id(m) for p in prompts for m in p.modules()}
+    for module in model.modules():
+        if module is not model and id(module) not in keep:
+            module.training = False
 
 
 def _drop_prompts_hook(prefix: int, length: int, module: nn.Module, args: tuple,
@@ -132,7 +149,14 @@ class _VPT(Method):
             self.modules[f"layer{i}"] = prompts
         self.handles.append(model.norm.register_forward_hook(
             functools.partial(_drop_prompts_hook, prefix, c.length)))
+        self._keep_encoder_eval(model)
         self.match_mode()
+
+    def _keep_encoder_eval(self, model: nn.Module) -> None:
+        if self.config.encoder_eval:
+            prompts = [m for m in self.modules.values() if isinstance(m, PromptTokens)]
+            self.handles.append(model.register_forward_pre_hook(
+                functools.partial(_encoder_eval_hook, prompts)))
 
 
 @register("vpt_shallow")
