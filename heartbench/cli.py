@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("heartbench.data.cli", "write synthetic or VTAB-mini datasets in the VTAB-1K layout"),
     "pretrain": ("heartbench.pretrain", "pretrain the small CPU-twin backbones on Fashion-MNIST"),
     "check": ("heartbench.report.check", "check stored results against the paper's reported numbers"),
+    "figure5": ("heartbench.figure5", "draw Figure 5 (attention maps of Heart-LoRA vs Bi-LoRA) from two records"),
 }
 
 

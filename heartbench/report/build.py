@@ -2,9 +2,14 @@
 
 Writes ``table<n>.tex`` (reported rows and measured VTAB-1K rows), ``table<n>_<benchmark>.tex``
 (measured rows of a twin benchmark), ``table<n>_diff.tex`` (measured minus reported),
-``fig<n>_<benchmark>.{pdf,png}`` and ``preview.tex``, which inputs them all; compiles
+``fig<n>_<benchmark>.{pdf,png,tex}`` (the .tex holds the figure and its caption) and
+``preview.tex``, which inputs them all; compiles
 ``preview.pdf`` when pdflatex is installed. The rules that place records in tables are in
 :mod:`heartbench.report.tables`, the figures' in :mod:`heartbench.report.figures`.
+
+Only the benchmarks in ``--benchmarks`` are shown (default :data:`DEFAULT_BENCHMARKS`: the
+paper's and the CPU twins), so throwaway smoke results (benchmark synth) never add files to
+paper/ or rewrite its tracked files unless asked for.
 
 Output is deterministic: a rebuild from the same records gives byte-identical files (no
 dates; everything sorted). Files that an earlier build wrote and this one does not (a
@@ -26,6 +31,9 @@ from heartbench.errors import UserError
 MANIFEST = ".heartbench-generated"
 SOURCES = ("reported", "measured", "both")
 PDF_MODES = ("auto", "require", "skip")
+# Built by default: the paper's benchmarks and the CPU twins that stand in for them. Throwaway
+# benchmarks (synth: the smoke suite) never change paper/ unless asked for by name.
+DEFAULT_BENCHMARKS: tuple[str, ...] = ("vtab1k", "fewshot", "vtab_mini", "fewshot_mini")
 TEX_PACKAGES_HINT = "apt-get install texlive-latex-base texlive-latex-recommended"
 
 
@@ -38,6 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="rows from the paper (reported), from records (measured) or both")
     parser.add_argument("--baselines", type=Path, default=None,
                         help="folder of the paper's numbers (default: baselines/ of the checkout)")
+    parser.add_argument("--benchmarks", default=",".join(DEFAULT_BENCHMARKS),
+                        help="comma-separated benchmarks whose records are shown, or 'all' "
+                             f"(default: {','.join(DEFAULT_BENCHMARKS)}; synth, the smoke "
+                             "suite's, only when named)")
     parser.add_argument("--no-figures", action="store_true", help="write tables only")
     parser.add_argument("--pdf", choices=PDF_MODES, default="auto",
                         help="compile preview.pdf: auto (if pdflatex exists), require "
@@ -65,7 +77,8 @@ def _write(path: Path, text: str) -> None:
 
 
 def build(results_dir: Path, out: Path, source: str = "both", baselines_dir: Path | None = None,
-          figures: bool = True, pdf: str = "auto", tolerance: float = 1.0) -> BuildResult:
+          figures: bool = True, pdf: str = "auto", tolerance: float = 1.0,
+          benchmarks: tuple[str, ...] | None = DEFAULT_BENCHMARKS) -> BuildResult:
     """Write every table and figure the records and baselines allow; see the module docstring."""
     from heartbench.report import latex, reference, select, tables
     from heartbench.results import RecordSet, load_records
@@ -81,6 +94,12 @@ def build(results_dir: Path, out: Path, source: str = "both", baselines_dir: Pat
         reported = None  # only orders the measured rows as the paper does
     recordset = load_records(results_dir) if source != "reported" else RecordSet()
     records = recordset.done
+    if benchmarks is not None:
+        left = sorted({r["benchmark"] for r in records if r["benchmark"] not in benchmarks})
+        if left:
+            result.messages.append(f"not shown: records of benchmark(s) {', '.join(left)} "
+                                   "(add them with --benchmarks, or --benchmarks all)")
+        records = [r for r in records if r["benchmark"] in benchmarks]
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -104,15 +123,22 @@ def build(results_dir: Path, out: Path, source: str = "both", baselines_dir: Pat
         made, skipped = build_figures(records, out)
         result.messages.extend(skipped)
         for fig in made:
-            generated += [f"{fig.stem}.pdf", f"{fig.stem}.png"]
+            _write(out / f"{fig.stem}.tex",
+                   latex.environment().get_template("figure.tex.j2").render(fig=fig))
+            generated += [f"{fig.stem}.pdf", f"{fig.stem}.png", f"{fig.stem}.tex"]
 
     failed = sum(1 for r in recordset.records if r["status"] != "done")
     intro = (f"Source: {source}. Records: {len(records)} done"
              f"{f', {failed} failed (not shown)' if failed else ''} under "
              f"{latex.tex(str(results_dir))}; {len(recordset.skipped)} file(s) skipped."
              if source != "reported" else "Source: reported (the paper's numbers only).")
+    # Figure 5 comes from its own command (it runs the models); include it when it is there.
+    from heartbench.report.figures import Figure
+
+    outside = [Figure(p.stem, "") for p in sorted(out.glob("fig5_*.tex")) if figures]
+    shown = sorted([*made, *outside], key=lambda f: f.stem)
     preview = latex.environment().get_template("preview.tex.j2").render(
-        intro=intro, tables=models, figures=made)
+        intro=intro, tables=models, figures=shown)
     _write(out / "preview.tex", preview)
     generated.append("preview.tex")
 
@@ -168,8 +194,10 @@ def _compile(out: Path, mode: str, result: BuildResult) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    names = tuple(b.strip() for b in args.benchmarks.split(",") if b.strip())
     result = build(args.results_dir, args.out, source=args.source, baselines_dir=args.baselines,
-                   figures=not args.no_figures, pdf=args.pdf, tolerance=args.tolerance)
+                   figures=not args.no_figures, pdf=args.pdf, tolerance=args.tolerance,
+                   benchmarks=None if names == ("all",) else names)
     for line in result.messages:
         print(line)
     for path in result.removed:

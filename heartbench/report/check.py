@@ -1,7 +1,11 @@
 """``python -m heartbench check``: are the numbers we show the numbers we have?
 
-(a) The paper's reported numbers (``baselines/``) are self-consistent
-    (:func:`heartbench.report.reference.check_consistency`).
+(a) The paper's reported numbers (``baselines/``): self-consistent
+    (:func:`heartbench.report.reference.check_consistency`: Avg. vs group means, printed
+    differences, rows repeated across tables), Table 1's Size column against the storage
+    arithmetic of ``baselines/sizes_vitb.csv`` (:func:`~heartbench.report.reference.check_sizes`)
+    and each file against its digest in ``baselines/SHA256SUMS`` (a cell no paper check
+    covers still cannot change unnoticed).
 (b) Stored measured records agree with the reported numbers for every (row, column) both
     have, within ``--tolerance`` points (default 1.0): measured rows are aggregated exactly
     as the tables do (best grid configuration per task, mean over seeds) and matched to the
@@ -9,7 +13,14 @@
     deviations is printed; any beyond the tolerance fails. Rows with no reported
     counterpart (the CPU twin's tasks, labels the paper does not print, few-shot runs) are
     listed, not failed.
-(c) ``--reproduce N`` (default 2) re-runs N records of the CPU twins (sampled with
+(c) CPU-twin records against ``baselines/twin_summary.csv`` (:mod:`heartbench.report.summary`):
+    a record whose accuracy changed, one that is gone or one the summary does not list fails,
+    named. Applied by default when ``--results-dir`` is the checkout's ``results/``;
+    ``--summary PATH`` names another, ``--summary none`` skips it; ``--write-summary``
+    rewrites it from the records after a deliberate re-run.
+(d) Every file under ``--results-dir`` that should be a record must read as one: a
+    truncated or unreadable record fails (``tables`` would silently leave it out).
+(e) ``--reproduce N`` (default 2) re-runs N records of the CPU twins (sampled with
     ``--seed``) through ``heartbench.train.rerun_record(record) -> float`` and requires the
     stored test accuracy back exactly; the twin data of a sampled task is written first when
     its folder is missing (the builders are deterministic). Skipped with a message where
@@ -42,6 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              " writing their twin data when missing (default 2; 0 skips)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the --reproduce sample (default 0)")
+    parser.add_argument("--summary", default=None, metavar="PATH",
+                        help="committed summary of the twin records' accuracies (default: "
+                             "baselines/twin_summary.csv when --results-dir is the checkout's "
+                             "results/; 'none' skips)")
+    parser.add_argument("--write-summary", action="store_true",
+                        help="rewrite the summary from the records (after a deliberate re-run) "
+                             "and exit")
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -55,13 +73,15 @@ def check_reported(baselines: Path | None) -> tuple[list[str], bool, Any]:
 
     reported = reference.load_reported(baselines)
     findings = reference.check_consistency(reported)
+    findings += reference.check_sizes(reported[1], reference.load_sizes(baselines))
     failures = [f for f in findings if f.level == "fail"]
     notes = [f for f in findings if f.level == "note"]
+    changed = reference.check_checksums(baselines)
     lines = [f"(a) reported numbers: {len(findings)} checks, {len(failures)} failed, "
-             f"{len(notes)} note(s)"]
+             f"{len(notes)} note(s); {len(changed)} file(s) changed since their digest"]
     for f in [*failures, *notes]:
         what = {"avg": "Avg. vs mean of group means", "delta": "printed difference",
-                "cross": "vs Table 1 group mean"}[f.check]
+                "cross": "vs Table 1 group mean", "size": "Size vs storage arithmetic"}[f.check]
         if f.level == "fail":
             lines.append(f"  FAIL Table {f.table} {f.method} {f.column}: {what}: printed "
                          f"{f.printed:g}, expected {f.expected:.3f} (tolerance {f.tolerance:g})"
@@ -69,7 +89,35 @@ def check_reported(baselines: Path | None) -> tuple[list[str], bool, Any]:
         else:
             lines.append(f"  note Table {f.table} {f.method} {f.column} ({what}, within "
                          f"{f.tolerance:g}): {f.detail}")
-    return lines, not failures, reported
+    lines += [f"  FAIL {line}" for line in changed]
+    return lines, not failures and not changed, reported
+
+
+def default_summary(results_dir: Path, baselines: Path | None) -> Path | None:
+    """The committed summary applies to the checkout's own results/ only."""
+    from heartbench.report import reference
+    from heartbench.report.summary import SUMMARY_FILE
+
+    root = reference.default_baselines_dir().parent
+    if Path(results_dir).resolve() != (root / "results").resolve():
+        return None
+    return (Path(baselines) if baselines is not None else root / "baselines") / SUMMARY_FILE
+
+
+def check_summary(records: list[dict], results_dir: Path, path: Path | None) -> tuple[list[str], bool]:
+    from heartbench.report import summary
+
+    if path is None:
+        return ["(c) twin records vs summary: skipped (no summary for this results folder; "
+                "--summary PATH)"], True
+    listed = summary.load(path)
+    suites = {p.name for p in Path(results_dir).iterdir() if p.is_dir()} if Path(
+        results_dir).is_dir() else set()
+    problems = summary.compare(records, listed, suites)
+    lines = [f"(c) twin records vs {path}: {len(summary.twin_records(records))} compared, "
+             f"{len(problems)} problem(s)"]
+    lines += [f"  FAIL {p}" for p in problems]
+    return lines, not problems
 
 
 def check_measured(records: list[dict], reported: Any, tolerance: float) -> tuple[list[str], bool]:
@@ -104,12 +152,12 @@ def check_reproduce(records: list[dict], count: int, seed: int) -> tuple[list[st
         from heartbench.data.twin import ensure_twin_task
         from heartbench.train import rerun_record
     except ImportError as err:
-        return [f"(c) reproduce: skipped: heartbench.train.rerun_record is not available ({err})"], True
+        return [f"(e) reproduce: skipped: heartbench.train.rerun_record is not available ({err})"], True
     if not candidates:
-        return ["(c) reproduce: skipped: no done CPU-twin records "
+        return ["(e) reproduce: skipped: no done CPU-twin records "
                 f"(benchmarks {', '.join(TWIN_BENCHMARKS)})"], True
     sample = random.Random(seed).sample(candidates, min(count, len(candidates)))
-    lines = [f"(c) reproduce: re-running {len(sample)} of {len(candidates)} CPU-twin records "
+    lines = [f"(e) reproduce: re-running {len(sample)} of {len(candidates)} CPU-twin records "
              f"(sample seed {seed})"]
     ok = True
     for record in sample:
@@ -132,24 +180,42 @@ def check_reproduce(records: list[dict], count: int, seed: int) -> tuple[list[st
 
 
 def main(args: argparse.Namespace) -> int:
+    from heartbench.report import summary
     from heartbench.results import load_records
 
     if args.tolerance < 0:
         raise UserError(f"--tolerance must be >= 0, got {args.tolerance}")
     if args.reproduce < 0:
         raise UserError(f"--reproduce must be >= 0, got {args.reproduce}")
-    lines, ok_reported, reported = check_reported(args.baselines)
+    if args.summary == "none":
+        summary_path = None
+    elif args.summary is not None:
+        summary_path = Path(args.summary)
+    else:
+        summary_path = default_summary(args.results_dir, args.baselines)
     recordset = load_records(args.results_dir)
     records = recordset.done
+    if args.write_summary:
+        if summary_path is None:
+            raise UserError("--write-summary needs --summary PATH for a results folder other "
+                            "than the checkout's results/")
+        count = summary.write(summary_path, records)
+        print(f"wrote {summary_path}: {count} twin record(s)")
+        return 0
+    lines, ok_reported, reported = check_reported(args.baselines)
     more, ok_measured = check_measured(records, reported, args.tolerance)
     lines += more
+    more, ok_summary = check_summary(records, args.results_dir, summary_path)
+    lines += more
+    lines.append(f"(d) record files: {len(recordset.records)} read, "
+                 f"{len(recordset.skipped)} unreadable")
     for path, reason in recordset.skipped:
-        lines.append(f"  skipped file {path}: {reason}")
+        lines.append(f"  FAIL unreadable record {path}: {reason}")
     ok_reproduce = True
     if args.reproduce:
         more, ok_reproduce = check_reproduce(records, args.reproduce, args.seed)
         lines += more
-    ok = ok_reported and ok_measured and ok_reproduce
+    ok = ok_reported and ok_measured and ok_summary and not recordset.skipped and ok_reproduce
     lines.append("check: ok" if ok else "check: FAILED")
     print("\n".join(lines))
     return 0 if ok else 1

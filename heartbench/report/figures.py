@@ -17,7 +17,10 @@ point, the grid configuration with the best mean over seeds; the caption says so
   ``record["heart"]["scores"]["taylor"]``.
 * Fig 7: Taylor vs weight-L2 vs grad-L2 responsiveness maps (q) of one task (CIFAR-100
   where present).
-Heat maps are min-max normalised per map (darker = more responsive).
+Twin figures (any benchmark but the paper's vtab1k / fewshot) are numbered T<n> and say in
+the image that they show CPU-twin data. Curves use one seed set per curve (the seeds every
+point has) with the std over them; heat maps of signed scores use a diverging scale centred
+at zero, non-negative ones min-max per map.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from heartbench.report.select import (
     is_swin,
     is_vtab_like,
     ne_of,
+    row_seed_set,
     select_cell,
     test_acc,
 )
@@ -68,13 +72,18 @@ PAPER_FIG4_TASKS = ("cifar", "dsprites_loc")
 PAPER_FIG6_TASKS = ("cifar", "patch_camelyon", "smallnorb_azi")
 PAPER_FIG7_TASK = "cifar"
 SCORE_NAMES = {"taylor": "Taylor", "weight_l2": "weight L2", "grad_l2": "grad L2"}
-SELECTION_NOTE = "Each point: the grid configuration with the best mean test accuracy over seeds."
+SELECTION_NOTE = ("Each point: among the grid configurations with all of the curve's seeds, the one "
+                  "with the best mean test accuracy over them.")
+PAPER_BENCHMARKS = ("vtab1k", "fewshot")
+CHANCE_MARGIN = 3.0  # points: a task whose every value is this close to 100/classes is "at chance"
 
 
 @dataclass(frozen=True)
 class Figure:
     stem: str  # file name without suffix
     caption: str
+    number: str = ""  # printed number: the paper's ("4"), or "T4" for twin data
+    wide: bool = False  # spans the page (Figure 5) instead of a column
 
     @property
     def file(self) -> str:
@@ -88,6 +97,52 @@ def _rc() -> dict[str, Any]:
         "lines.markersize": 3, "axes.linewidth": 0.6, "pdf.fonttype": 42,
         "svg.hashsalt": "heartbench", "path.simplify": False,
     }
+
+
+def twin_note(benchmark: str) -> str:
+    """The line every figure from twin (non-paper) data carries in the image itself."""
+    if benchmark in PAPER_BENCHMARKS:
+        return ""
+    return f"{BENCHMARK_NAMES.get(benchmark, benchmark)}: CPU-twin data, not the paper's"
+
+
+def _mark(fig: Any, benchmark: str, title: str = "") -> None:
+    note = twin_note(benchmark)
+    text = "\n".join(t for t in (title, note) if t)
+    if text:
+        fig.suptitle(text, fontsize=6.5, color="black" if not note else "#8b0000")
+
+
+def fig_caption(number: int, benchmark: str, text: str) -> tuple[str, str]:
+    """(printed number, caption): twin figures are numbered T<n> and say so first."""
+    if benchmark in PAPER_BENCHMARKS:
+        return str(number), text
+    return f"T{number}", (f"\\textbf{{CPU twin, not the paper's data}} (counterpart of the "
+                          f"paper's Figure {number}). {text}")
+
+
+def curve_cells(groups: dict[Any, list[dict]]) -> tuple[dict[Any, Any], frozenset]:
+    """One seed policy per curve: every point on the seeds all points have."""
+    seeds = row_seed_set(groups)
+    cells = {k: c for k, rs in groups.items() if (c := select_cell(rs, seeds or None)) is not None}
+    return cells, seeds
+
+
+def _seeds_text(seeds: frozenset) -> str:
+    ordered = sorted(seeds, key=str)
+    return f"seed {ordered[0]}" if len(ordered) == 1 else f"seeds {', '.join(map(str, ordered))}"
+
+
+def _chance(records: list[dict], tasks: list[str], values: dict[str, list[float]]) -> list[str]:
+    """Tasks whose every shown accuracy is within CHANCE_MARGIN points of 100 / classes."""
+    classes = {r["task"]: r.get("num_classes") for r in records}
+    out = []
+    for t in tasks:
+        n = classes.get(t)
+        if isinstance(n, int) and n > 1 and values.get(t) and all(
+                abs(v - 100 / n) <= CHANCE_MARGIN for v in values[t]):
+            out.append(f"{tex(_label(t))} ({100 / n:.0f}\\%)")
+    return out
 
 
 def _save(fig: Any, out: Path, stem: str) -> None:
@@ -121,46 +176,65 @@ def _bench(benchmark: str) -> str:
 # ---------------------------------------------------------------------------
 # Figure 2: few-shot
 # ---------------------------------------------------------------------------
+def _fewshot_curves(recs: list[dict]) -> dict[tuple[str, str], tuple[dict[int, Any], frozenset]]:
+    """(label, dataset) -> (shots -> cell, the curve's seeds)."""
+    groups: dict[tuple[str, str], dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for r in recs:
+        groups[(r["label"], r["task"])][int(r["shots"])].append(r)
+    return {k: curve_cells(dict(v)) for k, v in sorted(groups.items())}
+
+
+def _average_curve(curves: list[dict[int, Any]], shots: list[int]) -> tuple[list, list, list]:
+    """Mean over datasets per shot, and the std over seeds of the per-seed dataset means."""
+    import numpy as np
+
+    xs, ys, errs = [], [], []
+    for s in shots:
+        cells = [c.get(s) for c in curves]
+        if any(c is None for c in cells):
+            continue
+        seeds = set.intersection(*(set(c.by_seed) for c in cells))
+        per_seed = [float(np.mean([c.by_seed[seed] for c in cells])) for seed in seeds]
+        xs.append(s)
+        ys.append(float(np.mean([c.mean for c in cells])))
+        errs.append(float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0)
+    return xs, ys, errs
+
+
 def fig2(records: list[dict], out: Path) -> list[Figure]:
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     made = []
     for benchmark, recs in _by_benchmark(records, lambda r: r.get("shots") is not None).items():
-        cells: dict[tuple[str, str, int], float] = {}
-        groups: dict[tuple[str, str, int], list[dict]] = defaultdict(list)
-        for r in recs:
-            groups[(r["label"], r["task"], int(r["shots"]))].append(r)
-        for key, rs in groups.items():
-            cell = select_cell(rs)
-            if cell is not None:
-                cells[key] = cell.mean
-        datasets = sorted({k[1] for k in cells})
-        labels = sorted({k[0] for k in cells})
-        shots = sorted({k[2] for k in cells})
+        curves = _fewshot_curves(recs)
+        datasets = sorted({d for (_, d) in curves})
+        labels = sorted({lb for (lb, _) in curves})
+        shots = sorted({s for cells, _ in curves.values() for s in cells})
+        seed_sets = {seeds for _, seeds in curves.values()}
         panels = [*datasets, "Average"]
         ncols = 2
         nrows = math.ceil(len(panels) / ncols)
         palette = dict(zip(labels, sns.color_palette("colorblind", len(labels)), strict=True))
         with plt.rc_context(_rc()), sns.axes_style("whitegrid"):
-            fig, axes = plt.subplots(nrows, ncols, figsize=(COLUMN_WIDTH_IN, 1.3 * nrows + 0.35),
+            fig, axes = plt.subplots(nrows, ncols, figsize=(COLUMN_WIDTH_IN, 1.3 * nrows + 0.6),
                                      squeeze=False, layout="constrained")
             for i, panel in enumerate(panels):
                 ax = axes[i // ncols][i % ncols]
                 for label in labels:
-                    xs, ys = [], []
-                    for s in shots:
-                        if panel == "Average":
-                            values = [cells.get((label, d, s)) for d in datasets]
-                            value = (math.fsum(values) / len(values)  # type: ignore[arg-type]
-                                     if all(v is not None for v in values) else None)
-                        else:
-                            value = cells.get((label, panel, s))
-                        if value is not None:
-                            xs.append(s)
-                            ys.append(value)
+                    if panel == "Average":
+                        xs, ys, errs = _average_curve(
+                            [curves[(label, d)][0] for d in datasets if (label, d) in curves], shots)
+                    else:
+                        cells = curves.get((label, panel), ({}, None))[0]
+                        xs = sorted(cells)
+                        ys = [cells[x].mean for x in xs]
+                        errs = [cells[x].std or 0.0 for x in xs]
                     if xs:
-                        ax.plot(xs, ys, marker="o", color=palette[label], label=label)
+                        # Dodge the labels a little along the log axis so error bars stay apart.
+                        dodge = 2 ** (0.07 * (labels.index(label) - (len(labels) - 1) / 2))
+                        ax.errorbar([x * dodge for x in xs], ys, yerr=errs if any(errs) else None,
+                                    marker="o", capsize=1.5, color=palette[label], label=label)
                 ax.set_xscale("log", base=2)
                 ax.set_xticks(shots, [str(s) for s in shots])
                 ax.minorticks_off()
@@ -174,11 +248,17 @@ def fig2(records: list[dict], out: Path) -> list[Figure]:
             handles = [plt.Line2D([], [], color=palette[lb], marker="o", label=lb) for lb in labels]
             fig.legend(handles=handles, loc="outside lower center", ncol=min(3, len(labels)),
                        frameon=False)
+            _mark(fig, benchmark)
             stem = f"fig2_{benchmark}"
             _save(fig, out, stem)
             plt.close(fig)
-        made.append(Figure(stem, f"Few-shot learning on {_bench(benchmark)}: top-1 accuracy vs "
-                                 f"shots per class, mean over seeds. {SELECTION_NOTE}"))
+        seeds = " / ".join(_seeds_text(s) for s in sorted(seed_sets, key=lambda x: sorted(map(str, x))))
+        number, caption = fig_caption(2, benchmark, (
+            f"Few-shot learning on {_bench(benchmark)}: top-1 accuracy vs shots per class. Each "
+            f"point: mean over {seeds} (every point of a curve on the same seeds), error bars: "
+            f"sample std over them; Average: mean over datasets, error bars: std over seeds of "
+            f"the per-seed dataset mean. {SELECTION_NOTE}"))
+        made.append(Figure(stem, caption, number))
     return made
 
 
@@ -186,12 +266,17 @@ def fig2(records: list[dict], out: Path) -> list[Figure]:
 # Figure 3: front masking ratio
 # ---------------------------------------------------------------------------
 def _per_task_ne(recs: list[dict]) -> dict[tuple[str, int], Any]:
-    groups: dict[tuple[str, int], list[dict]] = defaultdict(list)
+    """(task, ne) -> cell, each task's points on the seeds all its ne values have."""
+    groups: dict[str, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in recs:
         ne = ne_of(r)
         if ne is not None:
-            groups[(r["task"], ne)].append(r)
-    return {k: c for k, rs in groups.items() if (c := select_cell(rs)) is not None}
+            groups[r["task"]][ne].append(r)
+    out = {}
+    for task, by_ne in groups.items():
+        cells, _ = curve_cells(dict(by_ne))
+        out.update({(task, ne): c for ne, c in cells.items()})
+    return out
 
 
 def fig3(records: list[dict], out: Path) -> list[Figure]:
@@ -201,29 +286,32 @@ def fig3(records: list[dict], out: Path) -> list[Figure]:
 
     def keep(r: dict) -> bool:
         return (r["method"] == "heart_lora" and is_vtab_like(r) and not is_swin(r)
-                and (heart_key(r) == "front" or ne_of(r) == 0))
+                and (heart_key(r) == "front" or (heart_key(r) == "heart_lora" and ne_of(r) == 0)))
 
     made = []
     for benchmark, recs in _by_benchmark(records, keep).items():
-        # ne = 0 masks nothing: prefer front runs, fall back to any ne = 0 Heart-LoRA run.
+        # ne = 0 masks nothing: a front run at ne = 0 if there is one, else the main variant's.
         fronts = [r for r in recs if heart_key(r) == "front"]
-        cells = _per_task_ne(fronts)
-        base_any = _per_task_ne([r for r in recs if ne_of(r) == 0])
-        tasks = [t for t in _tasks(recs) if (t, 0) in cells or (t, 0) in base_any]
-        nes = sorted({ne for (_, ne) in cells if ne > 0})
+        bases = {r["task"] for r in fronts if ne_of(r) == 0}
+        used = fronts + [r for r in recs if heart_key(r) != "front" and r["task"] not in bases]
+        cells = _per_task_ne(used)
+        tasks = [t for t in _tasks(used) if (t, 0) in cells]
+        nes = sorted({ne for (t, ne) in cells if ne > 0 and t in tasks})
         if not tasks or not nes:
             continue
         matrix = np.full((len(tasks), len(nes)), np.nan)
         for i, t in enumerate(tasks):
-            base = (cells.get((t, 0)) or base_any[(t, 0)]).mean
+            base = cells[(t, 0)].mean
             for j, ne in enumerate(nes):
                 if (t, ne) in cells and base:
                     matrix[i, j] = cells[(t, ne)].mean / base
         if np.isnan(matrix).all():
             continue
+        seeds = sorted({frozenset(c.by_seed) for (t, _), c in cells.items() if t in tasks},
+                       key=lambda x: sorted(map(str, x)))
         spread = max(float(np.nanmax(np.abs(matrix - 1.0))), 0.01)
         with plt.rc_context(_rc()):
-            fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 0.2 * len(tasks) + 0.9),
+            fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 0.2 * len(tasks) + 1.2),
                                    layout="constrained")
             with warnings.catch_warnings():
                 # seaborn 0.13 calls a matplotlib method that 3.11 marks for deprecation.
@@ -233,45 +321,66 @@ def fig3(records: list[dict], out: Path) -> list[Figure]:
                             annot_kws={"fontsize": 6},
                             xticklabels=[f"ne={ne}" for ne in nes],
                             yticklabels=[_label(t) for t in tasks],
-                            cbar_kws={"label": "accuracy / accuracy at ne=0"})
+                            cbar_kws={"label": "acc. / acc. at ne=0"})
             ax.set_xlabel("front heads masked")
             ax.set_ylabel("task")
             ax.tick_params(axis="y", rotation=0)
+            _mark(fig, benchmark)
             stem = f"fig3_{benchmark}"
             _save(fig, out, stem)
             plt.close(fig)
-        made.append(Figure(stem, f"Arbitrary deactivation on {_bench(benchmark)}: accuracy with "
-                                 "the first ne heads' updates masked, divided by the ne=0 "
-                                 f"accuracy (mean over seeds). {SELECTION_NOTE}"))
+        number, caption = fig_caption(3, benchmark, (
+            f"Arbitrary deactivation on {_bench(benchmark)}: accuracy with the first ne heads' "
+            f"updates masked (Front), divided by the ne=0 accuracy, on "
+            f"{' / '.join(_seeds_text(s) for s in seeds)} (every value of a task on the same "
+            f"seeds). {SELECTION_NOTE}"))
+        made.append(Figure(stem, caption, number))
     return made
 
 
 # ---------------------------------------------------------------------------
 # Figures 4 and 8: accuracy vs ne
 # ---------------------------------------------------------------------------
-def _ne_curves(records: list[dict]) -> dict[str, tuple[list[dict], dict[tuple[str, int], Any]]]:
+def _ne_curves(records: list[dict]) -> dict[str, tuple[list[dict], dict[str, list[dict]]]]:
+    """benchmark -> (records, task -> records) of the main variant, tasks with several ne."""
     def keep(r: dict) -> bool:
         return heart_key(r) == "heart_lora" and is_vtab_like(r) and not is_swin(r)
 
     out = {}
     for benchmark, recs in _by_benchmark(records, keep).items():
-        cells = _per_task_ne(recs)
-        if any(len({ne for (t2, ne) in cells if t2 == t}) > 1 for (t, _) in cells):
-            out[benchmark] = (recs, cells)
+        per_task: dict[str, list[dict]] = defaultdict(list)
+        for r in recs:
+            if ne_of(r) is not None:
+                per_task[r["task"]].append(r)
+        curves = {t: rs for t, rs in per_task.items() if len({ne_of(r) for r in rs}) > 1}
+        if curves:
+            out[benchmark] = (recs, curves)
     return out
 
 
-def _draw_ne(ax: Any, cells: dict[tuple[str, int], Any], task: str) -> None:
-    points = sorted((ne, c) for (t, ne), c in cells.items() if t == task)
-    xs = [ne for ne, _ in points]
-    ys = [c.mean for _, c in points]
-    errs = [c.std or 0.0 for _, c in points]
-    ax.errorbar(xs, ys, yerr=errs if any(errs) else None, marker="o", capsize=1.5,
-                color="#1f5fa8")
+def _draw_ne(ax: Any, recs: list[dict], task: str) -> tuple[frozenset, bool]:
+    """The curve on the seeds every ne has; grey: the range over all seeds where there are more."""
     from matplotlib.ticker import MaxNLocator
 
+    by_ne: dict[int, list[dict]] = defaultdict(list)
+    for r in recs:
+        by_ne[ne_of(r)].append(r)  # type: ignore[index]
+    cells, seeds = curve_cells(dict(by_ne))
+    points = sorted(cells.items())
+    extra = False
+    for ne, rs in sorted(by_ne.items()):
+        everything = select_cell(rs)
+        if everything is not None and everything.n > len(seeds) > 0:
+            values = list(everything.by_seed.values())
+            ax.vlines(ne, min(values), max(values), color="#999999", lw=2.5, alpha=0.6, zorder=1)
+            extra = True
+    ys = [c.mean for _, c in points]
+    errs = [c.std or 0.0 for _, c in points]
+    ax.errorbar([ne for ne, _ in points], ys, yerr=errs if any(errs) else None, marker="o",
+                capsize=1.5, color="#1f5fa8", zorder=2)
     ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
     ax.set_title(_label(task))
+    return seeds, extra
 
 
 def _ne_figure(records: list[dict], out: Path, number: int) -> list[Figure]:
@@ -279,32 +388,47 @@ def _ne_figure(records: list[dict], out: Path, number: int) -> list[Figure]:
     import seaborn as sns
 
     made = []
-    for benchmark, (recs, cells) in _ne_curves(records).items():
-        curves = [t for t in _tasks(recs) if len({ne for (t2, ne) in cells if t2 == t}) > 1]
+    for benchmark, (recs, per_task) in _ne_curves(records).items():
+        curves = [t for t in _tasks(recs) if t in per_task]
         if number == 4:
             paper = [t for t in PAPER_FIG4_TASKS if t in curves]
             curves = paper if len(paper) == 2 else curves[:2]
         ncols = 2 if number == 4 else 3
         nrows = math.ceil(len(curves) / ncols)
+        seed_sets, extra = set(), False
+        shown: dict[str, list[float]] = {}
         with plt.rc_context(_rc()), sns.axes_style("whitegrid"):
             fig, axes = plt.subplots(nrows, ncols, squeeze=False, layout="constrained",
-                                     figsize=(COLUMN_WIDTH_IN, 1.2 * nrows + 0.2))
+                                     figsize=(COLUMN_WIDTH_IN, 1.2 * nrows + 0.45))
             for i, task in enumerate(curves):
                 ax = axes[i // ncols][i % ncols]
-                _draw_ne(ax, cells, task)
+                seeds, more = _draw_ne(ax, per_task[task], task)
+                shown[task] = [v for r in per_task[task] if (v := test_acc(r)) is not None]
+                seed_sets.add(seeds)
+                extra |= more
                 if i % ncols == 0:
                     ax.set_ylabel("acc. (%)")
                 if i + ncols >= len(curves):
                     ax.set_xlabel("ne")
             for j in range(len(curves), nrows * ncols):
                 axes[j // ncols][j % ncols].set_visible(False)
+            _mark(fig, benchmark)
             stem = f"fig{number}_{benchmark}"
             _save(fig, out, stem)
             plt.close(fig)
         which = "two tasks" if number == 4 else "every task"
-        made.append(Figure(stem, f"Effect of ne on {_bench(benchmark)} ({which}): Heart-LoRA "
-                                 f"accuracy vs the number of masked heads, mean $\\pm$ std over "
-                                 f"seeds. {SELECTION_NOTE}"))
+        seeds = " / ".join(_seeds_text(s) for s in sorted(seed_sets, key=lambda x: sorted(map(str, x))))
+        spread = ("error bars: sample std over them" if any(len(s) > 1 for s in seed_sets)
+                  else "one seed, so no spread on the curve")
+        grey = ("; grey bars: the range over all seeds at an ne that has more seeds than the curve"
+                if extra else "")
+        chance = _chance(recs, curves, shown)
+        grey += f". At chance for every ne: {', '.join(chance)}" if chance else ""
+        number_text, caption = fig_caption(number, benchmark, (
+            f"Effect of ne on {_bench(benchmark)} ({which}): Heart-LoRA accuracy vs the number "
+            f"of masked heads. Curve: mean over {seeds}, the seeds every ne of the task has "
+            f"({spread}){grey}. {SELECTION_NOTE}"))
+        made.append(Figure(stem, caption, number_text))
     return made
 
 
@@ -338,11 +462,21 @@ def _score_map(record: dict, score: str) -> Any | None:
     return np.array(rows, dtype=float)
 
 
-def _normalise(matrix: Any) -> Any:
+def colour_scale(matrix: Any) -> tuple[str, float, float, str]:
+    """(colour map, vmin, vmax, what the scale is) for one map.
+
+    Signed scores (the Taylor score can be negative): a diverging map centred at zero with
+    limits at +-the 99th percentile of |score| (beyond: the end colours), so one outlier does
+    not wash out the rest. Non-negative scores: min-max per map.
+    """
     import numpy as np
 
-    low, high = np.nanmin(matrix), np.nanmax(matrix)
-    return (matrix - low) / (high - low) if high > low else np.zeros_like(matrix)
+    low = float(np.nanmin(matrix))
+    if low < 0:
+        limit = float(np.nanpercentile(np.abs(matrix), 99)) or float(np.nanmax(np.abs(matrix)))
+        return "RdBu_r", -limit, limit, "signed, 0 = white"
+    high = float(np.nanmax(matrix))
+    return "Blues", low, high if high > low else low + 1.0, "min-max"
 
 
 def _map_records(records: list[dict], scores: tuple[str, ...]) -> dict[str, dict[str, dict]]:
@@ -361,29 +495,45 @@ def _map_records(records: list[dict], scores: tuple[str, ...]) -> dict[str, dict
     return out
 
 
-def _heatmaps(panels: list[tuple[str, Any]], out: Path, stem: str, title: str = "") -> None:
+def _heatmaps(panels: list[tuple[str, Any]], out: Path, stem: str, benchmark: str,
+              title: str = "") -> list[str]:
+    """One heat map per panel, each with its own colour bar; returns each panel's scale."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
+    scales = []
     with plt.rc_context(_rc()):
-        fig, axes = plt.subplots(1, len(panels), figsize=(COLUMN_WIDTH_IN, 1.75),
+        fig, axes = plt.subplots(1, len(panels), figsize=(COLUMN_WIDTH_IN + 0.4, 1.95),
                                  sharey=True, squeeze=False, layout="constrained")
-        image = None
         for ax, (panel_title, matrix) in zip(axes[0], panels, strict=True):
-            image = ax.imshow(_normalise(matrix), origin="lower", cmap="Blues", vmin=0, vmax=1,
+            cmap, vmin, vmax, what = colour_scale(matrix)
+            scales.append(what)
+            image = ax.imshow(matrix, origin="lower", cmap=cmap, vmin=vmin, vmax=vmax,
                               aspect="auto", interpolation="nearest")
             layers, heads = matrix.shape
             ax.set_title(panel_title)
             ax.set_xlabel("head")
             ax.set_xticks(range(0, heads, max(1, heads // 4)))
             ax.set_yticks(range(0, layers, max(1, layers // 6)))
+            bar = fig.colorbar(image, ax=ax, location="bottom", fraction=0.08, pad=0.02,
+                               extend="both" if vmin < 0 else "neither")
+            bar.ax.tick_params(labelsize=4.5)
+            bar.ax.xaxis.get_offset_text().set_fontsize(4.5)
+            bar.locator = MaxNLocator(3)
+            bar.update_ticks()
         axes[0][0].set_ylabel("layer")
-        bar = fig.colorbar(image, ax=list(axes[0]), fraction=0.05, pad=0.02)
-        if title:
-            fig.suptitle(title, fontsize=7)
-        bar.set_label("responsiveness (normalised)")
-        bar.ax.tick_params(labelsize=5)
+        _mark(fig, benchmark, title)
         _save(fig, out, stem)
         plt.close(fig)
+    return scales
+
+
+def _scale_text(scales: list[str]) -> str:
+    if all(s == "min-max" for s in scales):
+        return "colour: min-max per map (darker = more responsive)"
+    return ("colour: signed scores on a diverging scale centred at zero (red positive, blue "
+            "negative), limits at $\\pm$ the 99th percentile of |score| of each map (beyond: "
+            "the end colours); non-negative scores min-max per map")
 
 
 def fig6(records: list[dict], out: Path) -> list[Figure]:
@@ -398,10 +548,12 @@ def fig6(records: list[dict], out: Path) -> list[Figure]:
             tasks = (firsts + [t for t in order if t not in firsts])[:3]
         panels = [(_label(t), _score_map(chosen[t], "taylor")) for t in tasks]
         stem = f"fig6_{benchmark}"
-        _heatmaps(panels, out, stem)
-        made.append(Figure(stem, f"Head-level responsiveness (Taylor score of the q updates) on "
-                                 f"{_bench(benchmark)}, per layer and head, normalised per map; "
-                                 f"darker = more responsive."))
+        scales = _heatmaps(panels, out, stem, benchmark)
+        seeds = ", ".join(f"{tex(_label(t))} seed {chosen[t]['seed']}" for t in tasks)
+        number, caption = fig_caption(6, benchmark, (
+            f"Head-level responsiveness (Taylor score of the q updates) on {_bench(benchmark)}, "
+            f"per layer and head, one run each ({seeds}); {_scale_text(scales)}."))
+        made.append(Figure(stem, caption, number))
     return made
 
 
@@ -412,10 +564,13 @@ def fig7(records: list[dict], out: Path) -> list[Figure]:
         task = PAPER_FIG7_TASK if PAPER_FIG7_TASK in chosen else _tasks(list(chosen.values()))[0]
         panels = [(SCORE_NAMES[s], _score_map(chosen[task], s)) for s in scores]
         stem = f"fig7_{benchmark}"
-        _heatmaps(panels, out, stem, title=f"{_label(task)}: responsiveness of the q updates")
-        made.append(Figure(stem, f"Responsiveness of the q updates on {_bench(benchmark)} task "
-                                 f"{tex(_label(task))} by Taylor score, weight L2 norm and gradient "
-                                 "L2 norm, normalised per map."))
+        scales = _heatmaps(panels, out, stem, benchmark,
+                           title=f"{_label(task)}: responsiveness of the q updates")
+        number, caption = fig_caption(7, benchmark, (
+            f"Responsiveness of the q updates on {_bench(benchmark)} task {tex(_label(task))} "
+            f"(one run, seed {chosen[task]['seed']}) by Taylor score, weight L2 norm and "
+            f"gradient L2 norm; {_scale_text(scales)}."))
+        made.append(Figure(stem, caption, number))
     return made
 
 

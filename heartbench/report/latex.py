@@ -90,6 +90,7 @@ class TexTable:
     """What a template needs: columns, grouped header, blocks of rows, caption."""
 
     number: int  # the paper's table this one mirrors
+    display: str  # the number printed in the caption: "1", or "T1a" for a twin table
     name: str  # file stem, e.g. table1_vtab_mini
     template: str
     caption: str
@@ -126,12 +127,6 @@ def columns_bold(rows: list[list[str]], skip: int = 0) -> list[set[int]]:
     if not rows:
         return []
     return [bold_set([r[c] for r in rows]) for c in range(skip, len(rows[0]))]
-
-
-def apply_bold(rows: list[list[str]], skip: int) -> list[list[str]]:
-    marks = columns_bold(rows, skip)
-    return [[(bold(t) if c >= skip and i in marks[c - skip] and t != DASH else t)
-             for c, t in enumerate(r)] for i, r in enumerate(rows)]
 
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"

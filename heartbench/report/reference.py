@@ -84,7 +84,7 @@ TABLE_CAPTIONS: dict[int, str] = {
 }
 GROUP_COLUMNS: tuple[str, ...] = (*GROUPS, "avg")
 DELTA_COLUMNS: tuple[str, ...] = tuple(f"d_{c}" for c in GROUP_COLUMNS)
-META_COLUMNS: tuple[str, ...] = ("key", "printed", "section", "note", "source")
+META_COLUMNS: tuple[str, ...] = ("bold", "key", "printed", "section", "note", "source")
 
 
 def default_baselines_dir() -> Path:
@@ -105,6 +105,7 @@ class ReportedRow:
     values: dict[str, str]
     deltas: dict[str, str] = field(default_factory=dict)
     delta_vs: str = ""
+    bold: frozenset[str] = frozenset()  # value columns the paper prints in bold in this row
 
     def value(self, column: str) -> float | None:
         text = self.values.get(column, "")
@@ -166,6 +167,16 @@ def _number(text: str, path: Path, where: str) -> str:
     return text
 
 
+def _bold_columns(text: str, columns: tuple[str, ...], path: Path, where: str) -> frozenset[str]:
+    """The ``bold`` field: value columns separated by spaces, each one of ``columns``."""
+    names = text.split()
+    unknown = [n for n in names if n not in columns]
+    if unknown:
+        raise UserError(f"{path}: {where} column bold: {', '.join(map(repr, unknown))} "
+                        f"is not a value column (expected some of: {', '.join(columns)})")
+    return frozenset(names)
+
+
 def load_table(number: int, baselines_dir: Path | None = None) -> ReportedTable:
     """Read one of the paper's tables from its CSV file."""
     directory = Path(baselines_dir) if baselines_dir is not None else default_baselines_dir()
@@ -190,6 +201,7 @@ def load_table(number: int, baselines_dir: Path | None = None) -> ReportedTable:
             deltas={c: _number(record.get(c, ""), path, f"{where} column {c}")
                     for c in DELTA_COLUMNS if record.get(c, "")},
             delta_vs=record.get("delta_vs", "") or "",
+            bold=_bold_columns(record["bold"], columns, path, where),
         ))
     return ReportedTable(number=number, path=path, columns=columns, rows=rows)
 
@@ -294,3 +306,103 @@ def _not_rounded(text: str, expected: float, what: str = "mean of the group mean
 
 def consistency_failures(tables: dict[int, ReportedTable]) -> list[Finding]:
     return [f for f in check_consistency(tables) if f.level == "fail"]
+
+
+# ---------------------------------------------------------------------------
+# Table 1's Size column against the storage arithmetic
+# ---------------------------------------------------------------------------
+SIZES_FILE = "sizes_vitb.csv"
+ORDER_FACTOR = 1.1  # "the same order of parameter count as LoRA" (FourierFT, MoRA)
+
+
+@dataclass(frozen=True)
+class SizeRule:
+    """What ``methods`` computes for a Table-1 row on ViT-B, and how the paper's Size must agree."""
+
+    key: str
+    rule: str  # equal | range | order
+    mib: tuple[float, ...]  # stored MiB of each listed config (2 for a range)
+    why: str
+
+
+def load_sizes(baselines_dir: Path | None = None) -> dict[str, SizeRule]:
+    """``sizes_vitb.csv``: stored bytes computed by ``heartbench methods`` on ViT-B, per row key."""
+    directory = Path(baselines_dir) if baselines_dir is not None else default_baselines_dir()
+    path = directory / SIZES_FILE
+    grouped: dict[str, list[dict[str, str]]] = {}
+    for index, record in enumerate(_read_csv(path), start=2):
+        if record.get("rule") not in ("equal", "range", "order"):
+            raise UserError(f"{path}: line {index} column rule: expected equal, range or order, "
+                            f"got {record.get('rule')!r}")
+        _number(record.get("stored_bytes") or "", path, f"line {index} column stored_bytes")
+        grouped.setdefault(record["key"], []).append(record)
+    return {key: SizeRule(key, rows[0]["rule"],
+                          tuple(float(r["stored_bytes"]) / 2**20 for r in rows), rows[0]["why"])
+            for key, rows in grouped.items()}
+
+
+def check_sizes(table1: ReportedTable, sizes: dict[str, SizeRule]) -> list[Finding]:
+    """Every printed Size against the storage arithmetic of its method (rows without: none)."""
+    findings = []
+    for row in table1.rows:
+        rule, printed = sizes.get(row.key), row.value("size_mb")
+        if rule is None or printed is None:
+            continue
+        half = 0.5 * 10 ** -_decimals(row.values["size_mb"])
+        if rule.rule == "equal":
+            computed = rule.mib[0]
+            # Printed rounded, or truncated (SSF: 0.7852 MiB printed 0.78).
+            ok = abs(printed - computed) <= half + 1e-9 or 0 <= computed - printed < 2 * half
+            expected, tol = computed, half
+        elif rule.rule == "range":
+            low, high = min(rule.mib), max(rule.mib)
+            ok = low - half - 1e-9 <= printed <= high + half + 1e-9
+            expected, tol = min(max(printed, low), high), half
+        else:
+            computed = rule.mib[0]
+            ok = computed / ORDER_FACTOR <= printed <= computed * ORDER_FACTOR
+            expected, tol = computed, computed * (ORDER_FACTOR - 1)
+        findings.append(Finding(1, row.method, "size", "size_mb", printed, expected, tol,
+                                "ok" if ok else "fail",
+                                f"{rule.rule} ({rule.why}); computed "
+                                + ", ".join(f"{m:.4f}" for m in rule.mib) + " MiB"))
+    return findings
+
+
+# ---------------------------------------------------------------------------
+# The transcription itself: a committed digest per file
+# ---------------------------------------------------------------------------
+CHECKSUMS_FILE = "SHA256SUMS"
+
+
+def check_checksums(baselines_dir: Path | None = None) -> list[str]:
+    """Files whose sha256 differs from ``SHA256SUMS`` (``sha256sum -c`` format), as lines.
+
+    Most Table-1 cells have no check in the paper itself (a cell can move by about 2 points
+    and the Avg. still agree within rounding), so the transcription is pinned: a changed
+    number fails here until the digest is updated on purpose (``sha256sum *.csv``).
+    """
+    import hashlib
+
+    directory = Path(baselines_dir) if baselines_dir is not None else default_baselines_dir()
+    path = directory / CHECKSUMS_FILE
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return [f"{path} does not exist"]
+    problems = []
+    for line in lines:
+        if not line.strip():
+            continue
+        digest, _, name = line.partition("  ")
+        target = directory / name.strip()
+        try:
+            actual = hashlib.sha256(target.read_bytes()).hexdigest()
+        except FileNotFoundError:
+            problems.append(f"{target} listed in {path} does not exist")
+            continue
+        if actual != digest.strip():
+            problems.append(f"{target} changed since {path} was written (sha256 {actual[:12]}, "
+                            f"recorded {digest.strip()[:12]})")
+    return problems
+

@@ -10,7 +10,7 @@ import json
 import math
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from heartbench.report import reference as ref
@@ -150,6 +150,7 @@ class Cell:
     n_configs: int
     selected_on: str  # "test", "val" or "only" (a single configuration)
     stored_bytes: float | None
+    records: list[dict] = field(default_factory=list)  # the chosen configuration's records
 
     @property
     def n(self) -> int:
@@ -174,12 +175,53 @@ def _by_seed(records: list[dict], metric: Any) -> dict[Any, float]:
     return {seed: mean_of(v) for seed, v in sorted(per.items(), key=lambda kv: str(kv[0]))}
 
 
-def select_cell(records: list[dict]) -> Cell | None:
-    """The best grid configuration of one (row, task) and its per-seed accuracies."""
+def _configs(records: list[dict]) -> dict[str, list[dict]]:
     configs: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         if test_acc(r) is not None:
             configs[config_id(r)].append(r)
+    return configs
+
+
+def _seed_order(seed: Any) -> str:
+    return str(seed)
+
+
+def seeds_of(records: list[dict]) -> frozenset:
+    """The seeds with a test accuracy among ``records``."""
+    return frozenset(r["seed"] for r in records if test_acc(r) is not None)
+
+
+def row_seed_set(per_task: dict[str, list[dict]]) -> frozenset:
+    """The seeds a row can show on every task with one configuration per task.
+
+    Per task, the configuration covering the most seeds; the row's seed set is what those
+    have in common. A cell is then chosen among the configurations that cover this whole set
+    (:func:`select_cell` with ``seeds``), so no cell compares a three-seed mean with a
+    single-seed run.
+    """
+    out: frozenset | None = None
+    for records in per_task.values():
+        configs = _configs(records)
+        if not configs:
+            continue
+        widest = max((seeds_of(rs) for rs in configs.values()),
+                     key=lambda s: (len(s), sorted(map(_seed_order, s))))
+        out = widest if out is None else out & widest
+    return out or frozenset()
+
+
+def select_cell(records: list[dict], seeds: frozenset | None = None) -> Cell | None:
+    """The best grid configuration of one (row, task) and its per-seed accuracies.
+
+    With ``seeds``, only configurations that have every one of those seeds compete, each
+    on exactly those seeds (equal seed coverage). The choice is on the mean validation
+    accuracy when every record was run under the ``val`` protocol, else on the mean test
+    accuracy (the paper's way).
+    """
+    configs = _configs(records if seeds is None else [r for r in records if r["seed"] in seeds])
+    if seeds is not None:
+        configs = {c: rs for c, rs in configs.items() if seeds_of(rs) >= seeds}
     if not configs:
         return None
     on_val = all(r.get("eval_protocol") == "val" and val_acc(r) is not None
@@ -197,6 +239,7 @@ def select_cell(records: list[dict]) -> Cell | None:
         n_configs=len(configs),
         selected_on=("val" if on_val else "test") if len(configs) > 1 else "only",
         stored_bytes=mean_of(sizes) if sizes else None,
+        records=sorted(chosen, key=lambda r: (_seed_order(r["seed"]), r["run_id"])),
     )
 
 

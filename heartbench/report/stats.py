@@ -19,6 +19,7 @@ from heartbench.report.select import (
     mean_of,
     reported_match,
     row_key,
+    row_seed_set,
     select_cell,
     std_of,
     tables_for,
@@ -42,6 +43,7 @@ class MeasuredRow:
     protocol: str
     cells: dict[str, Cell]
     name: str = ""  # display name (label, disambiguated within its block)
+    own: bool = True  # the block's seed set is the row's own (not a restriction of more seeds)
 
     def task_stat(self, task: str) -> Stat:
         cell = self.cells.get(task)
@@ -88,6 +90,10 @@ class MeasuredBlock:
     protocols: list[str]
     selected_on: list[str]  # "test" / "val" when some cell had several configurations
     backbones: list[str] = field(default_factory=list)
+    seed_set: tuple = ()  # the seeds every cell of the block has
+    chance: dict[str, float] = field(default_factory=dict)  # tasks at chance for every row
+    part: int = 0  # index among the blocks of this table and benchmark (widest seed set first)
+    parts: int = 1
 
 
 def task_order(tasks: dict[str, str]) -> list[str]:
@@ -107,9 +113,32 @@ def _row_order(table: int, reported: dict[int, ref.ReportedTable] | None):
     return order
 
 
+def _rows_by_ident(recs: list[dict]) -> dict[tuple[str, str, str], dict[str, list[dict]]]:
+    by_row: dict[tuple[str, str, str], dict[str, list[dict]]] = defaultdict(
+        lambda: defaultdict(list))
+    seen: set[tuple[str, str]] = set()
+    for r in recs:
+        # One run stored by several suites (same run_id and label) counts once.
+        if (r["run_id"], r["label"]) in seen:
+            continue
+        seen.add((r["run_id"], r["label"]))
+        ident = (row_key(r), r["label"], str(r.get("eval_protocol")))
+        by_row[ident][r["task"]].append(r)
+    return by_row
+
+
+def _seed_sort(seeds: frozenset) -> tuple:
+    return (-len(seeds), sorted(map(str, seeds)))
+
+
 def build_blocks(records: list[dict],
                  reported: dict[int, ref.ReportedTable] | None = None) -> list[MeasuredBlock]:
-    """Every measured block (table x benchmark) the records make, in a fixed order."""
+    """Every measured block (table x benchmark x seed set) the records make, in a fixed order.
+
+    A row's seed set is :func:`select.row_seed_set`. Each distinct seed set of a table's
+    rows makes one block, widest first, holding every row that has at least those seeds,
+    restricted to exactly those seeds: all rows of a block have the block's seed count.
+    """
     placed: dict[tuple[int, str], list[dict]] = defaultdict(list)
     for r in records:
         if test_acc(r) is None:
@@ -119,33 +148,68 @@ def build_blocks(records: list[dict],
     blocks = []
     for (table, benchmark), recs in sorted(placed.items()):
         task_group = _block_tasks(recs, benchmark)
-        by_row: dict[tuple[str, str, str], dict[str, list[dict]]] = defaultdict(
-            lambda: defaultdict(list))
-        seen: set[tuple[str, str]] = set()
-        for r in recs:
-            # One run stored by several suites (same run_id and label) counts once.
-            if (r["run_id"], r["label"]) in seen:
+        by_row = _rows_by_ident(recs)
+        seed_sets = {ident: row_seed_set(per_task) for ident, per_task in by_row.items()}
+        part = 0
+        for seeds in sorted({s for s in seed_sets.values() if s}, key=_seed_sort):
+            block = _block(table, benchmark, task_group, by_row, seed_sets, seeds, reported)
+            if block is None:
                 continue
-            seen.add((r["run_id"], r["label"]))
-            ident = (row_key(r), r["label"], str(r.get("eval_protocol")))
-            by_row[ident][r["task"]].append(r)
-        rows = []
-        for (key, label, protocol), per_task in sorted(by_row.items()):
-            cells = {t: c for t, rs in sorted(per_task.items()) if (c := select_cell(rs)) is not None}
-            rows.append(MeasuredRow(key=key, label=label, protocol=protocol, cells=cells))
-        if table in DEFINING_KEYS and not any(r.key in DEFINING_KEYS[table] for r in rows):
-            continue
-        rows.sort(key=_row_order(table, reported))
-        _name_rows(rows)
-        cells = [c for row in rows for c in row.cells.values()]
-        selected = sorted({c.selected_on for c in cells if c.selected_on != "only"})
-        blocks.append(MeasuredBlock(
-            table=table, benchmark=benchmark, tasks=task_order(task_group),
-            task_group=task_group, rows=rows, seeds=max((c.n for c in cells), default=0),
-            protocols=sorted({str(r.get("eval_protocol")) for r in recs}),
-            selected_on=selected, backbones=sorted({backbone_name(r) or "?" for r in recs}),
-        ))
+            block.part = part
+            part += 1
+            blocks.append(block)
+        for block in blocks:
+            if (block.table, block.benchmark) == (table, benchmark):
+                block.parts = part
     return blocks
+
+
+def _block(table: int, benchmark: str, task_group: dict[str, str],
+           by_row: dict[tuple[str, str, str], dict[str, list[dict]]],
+           seed_sets: dict[tuple[str, str, str], frozenset], seeds: frozenset,
+           reported: dict[int, ref.ReportedTable] | None) -> MeasuredBlock | None:
+    rows = []
+    for (key, label, protocol), per_task in sorted(by_row.items()):
+        if not seed_sets[(key, label, protocol)] >= seeds:
+            continue
+        cells = {t: c for t, rs in sorted(per_task.items())
+                 if (c := select_cell(rs, seeds)) is not None}
+        rows.append(MeasuredRow(key=key, label=label, protocol=protocol, cells=cells,
+                                own=seed_sets[(key, label, protocol)] == seeds))
+    defining = DEFINING_KEYS.get(table)
+    if defining and not any(r.key in defining for r in rows):
+        return None
+    if defining and benchmark != PAPER_BENCHMARK:
+        # A twin ablation covers some tasks only: show those, per task, for every row.
+        covered = {t for r in rows if r.key in defining for t in r.cells}
+        task_group = {t: g for t, g in task_group.items() if t in covered}
+        rows = [r for r in rows if any(t in r.cells for t in task_group)]
+    rows.sort(key=_row_order(table, reported))
+    _name_rows(rows)
+    recs = [rec for row in rows for c in row.cells.values() for rec in c.records]
+    cells = [c for row in rows for c in row.cells.values()]
+    return MeasuredBlock(
+        table=table, benchmark=benchmark, tasks=task_order(task_group),
+        task_group=task_group, rows=rows, seeds=len(seeds),
+        protocols=sorted({str(r.get("eval_protocol")) for r in recs}),
+        selected_on=sorted({c.selected_on for c in cells if c.selected_on != "only"}),
+        backbones=sorted({backbone_name(r) or "?" for r in recs}),
+        seed_set=tuple(sorted(seeds, key=str)),
+        chance=_chance_tasks(rows, recs),
+    )
+
+
+def _chance_tasks(rows: list[MeasuredRow], recs: list[dict]) -> dict[str, float]:
+    """Tasks where every row's mean is within one point of chance (100 / classes)."""
+    classes = {r["task"]: r.get("num_classes") for r in recs}
+    out = {}
+    for task, n in sorted(classes.items()):
+        if not isinstance(n, int) or n < 2:
+            continue
+        means = [row.cells[task].mean for row in rows if task in row.cells]
+        if means and all(abs(m - 100 / n) <= 1.0 for m in means):
+            out[task] = 100 / n
+    return out
 
 
 def _block_tasks(records: list[dict], benchmark: str) -> dict[str, str]:
@@ -203,11 +267,13 @@ def deviations(blocks: list[MeasuredBlock],
     for block in blocks:
         table = reported.get(block.table)
         for row in block.rows:
+            if not row.own:
+                continue  # compared in the block of its own seed set
             match = None
             if block.benchmark == PAPER_BENCHMARK and table is not None:
                 match = next((r for r in table.rows if reported_match(r, row.key)), None)
             if match is None:
-                why = ("its tasks are not the paper's" if block.benchmark != PAPER_BENCHMARK
+                why = ("its tasks are not the paper's; held to the twin summary instead" if block.benchmark != PAPER_BENCHMARK
                        else "the paper prints no such row")
                 missing[(block.table, block.benchmark, why)].append(
                     f"{row.name} ({len(row.cells)} task{'s' if len(row.cells) != 1 else ''})")

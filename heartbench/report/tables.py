@@ -54,7 +54,6 @@ from heartbench.report.latex import (
     TexBlock,
     TexRow,
     TexTable,
-    apply_bold,
     bold,
     columns_bold,
     fmt,
@@ -95,42 +94,84 @@ TABLE_SUBJECT: dict[int, str] = {
 
 
 
+TWIN_BENCHMARKS: tuple[str, ...] = ("vtab_mini", "fewshot_mini", "synth")
+SELECTION_TEXT: dict[str, str] = {
+    "test": "the best mean test accuracy over these seeds (selection on the test set, as the "
+            "paper does; these records have no val200 selection)",
+    "val": "the best mean val200 accuracy over these seeds (selection on val)",
+}
+
+
+def seeds_text(seeds: tuple) -> str:
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    return f"{len(seeds)} seeds ({', '.join(map(str, seeds))})"
+
+
+def is_twin(benchmark: str) -> bool:
+    return benchmark in TWIN_BENCHMARKS
+
+
+def display_number(number: int, block: MeasuredBlock | None) -> str:
+    """The table's printed number: the paper's own, or T<n>[a, b, ...] for measured-only tables."""
+    if block is None or block.benchmark == PAPER_BENCHMARK:
+        return str(number)
+    suffix = "abcdefghijklmnopqrstuvwxyz"[block.part] if block.parts > 1 else ""
+    return f"T{number}{suffix}"
+
+
+def table_name(number: int, block: MeasuredBlock | None) -> str:
+    if block is None or block.benchmark == PAPER_BENCHMARK:
+        return f"table{number}"
+    name = f"table{number}_{block.benchmark}"
+    if block.part:
+        seeds = "-".join(map(str, block.seed_set))
+        name += f"_seed{seeds}" if len(block.seed_set) == 1 else f"_seeds{seeds}"
+    return name
+
+
 def block_title(block: MeasuredBlock) -> str:
     """The short heading of the measured rows inside a table."""
     bench = BENCHMARK_NAMES.get(block.benchmark, block.benchmark)
-    return f"Measured ({bench}, {block.seeds} seed{'s' if block.seeds != 1 else ''})"
+    return f"Measured ({bench}, {seeds_text(block.seed_set)})"
 
 
 def block_description(block: MeasuredBlock) -> str:
-    """What the measured rows are and how they were computed, for the caption."""
-    parts = [f"{block_title(block)}: backbone {', '.join(tex(b) for b in block.backbones)}."]
-    protocols = "; ".join(PROTOCOL_TEXT.get(p, p) for p in block.protocols)
-    parts.append(f"Accuracy: {protocols}.")
+    """The measured rows' own rule (seeds, selection, bold, spread), for the caption."""
+    parts = [f"{block_title(block)}: every row shows exactly {seeds_text(block.seed_set)}; "
+             "rows are the variants with records for these seeds."]
+    if any(not r.own for r in block.rows):
+        parts.append("Rows run with more seeds are restricted to these seeds here, their "
+                     "configuration chosen again on them.")
     if block.selected_on:
-        on = " or ".join(
-            {"test": "mean test accuracy over seeds (selection on the test set, as in the paper)",
-             "val": "mean validation accuracy over seeds (selection on val)"}[s]
-            for s in block.selected_on)
-        parts.append(f"Where a row has several grid configurations, each task shows the one "
-                     f"with the best {on}.")
+        on = " or ".join(SELECTION_TEXT[s] for s in block.selected_on)
+        parts.append("Where a row has several grid configurations, each task shows the one "
+                     f"with {on}; only configurations with all these seeds compete.")
+    parts.append("Bold: the best measured value of the column among these rows (ties all bold).")
     if block.seeds > 1:
-        parts.append("$\\pm$: sample std over seeds; a superscript gives the seed count of a "
-                     "cell with fewer seeds.")
+        parts.append("$\\pm$: sample std over the seeds.")
+    parts.append(f"Backbone {', '.join(tex(b) for b in block.backbones)}; accuracy: "
+                 f"{'; '.join(PROTOCOL_TEXT.get(p, p) for p in block.protocols)}.")
+    if block.chance:
+        tasks = ", ".join(f"{tex(t)} ({v:.1f}\\%)" for t, v in block.chance.items())
+        parts.append(f"At chance level for every row: {tasks}.")
     if block.table == 1:
         parts.append("Size: MB = $2^{20}$ bytes of stored adapter, head excluded.")
     return " ".join(parts)
 
 
+def _bold_if(text: str, strong: bool) -> str:
+    return bold(text) if strong and text and text != DASH else (text or DASH)
+
+
 def reported_task_block(table: ref.ReportedTable) -> list[TexBlock]:
-    """Table 1's printed rows, in its sections, best accuracy per column in bold."""
-    values = [[r.values[c] for c in ("avg", *ref.VTAB_TASKS)] for r in table.rows]
-    bolded = apply_bold(values, 0)
+    """Table 1's printed rows, in its sections, bold where the paper prints bold."""
     blocks: list[TexBlock] = []
-    for row, cells in zip(table.rows, bolded, strict=True):
-        texrow = TexRow(tex(row.method), [row.values["size_mb"], *cells])
+    for row in table.rows:
+        cells = [_bold_if(row.values[c], c in row.bold) for c in ("size_mb", "avg", *ref.VTAB_TASKS)]
         if not blocks or blocks[-1].title != row.section:
             blocks.append(TexBlock(row.section, []))
-        blocks[-1].rows.append(texrow)
+        blocks[-1].rows.append(TexRow(tex(row.method), cells))
     return blocks
 
 
@@ -142,102 +183,114 @@ def _delta(text: str) -> str:
 
 
 def reported_group_block(table: ref.ReportedTable) -> TexBlock:
+    """Tables 2-6: the printed rows, bold and differences as printed."""
     layout = GROUP_LAYOUT[table.number]
-    values = [[r.values[c] for c in layout] for r in table.rows]
-    marks = columns_bold(values)
-    rows = []
-    for i, row in enumerate(table.rows):
-        cells = []
-        for c, col in enumerate(layout):
-            text = row.values[col]
-            text = bold(text) if i in marks[c] and text else (text or DASH)
-            cells.append(text + _delta(row.deltas.get(f"d_{col}", "")))
-        rows.append(TexRow(tex(row.method), cells))
+    rows = [TexRow(tex(row.method),
+                   [_bold_if(row.values[col], col in row.bold)
+                    + _delta(row.deltas.get(f"d_{col}", "")) for col in layout])
+            for row in table.rows]
     return TexBlock(None, rows)
 
 
-def measured_task_block(block: MeasuredBlock, decimals: int = 1) -> TexBlock:
-    texts, stats = [], []
+def _measured_rows(block: MeasuredBlock, columns: list[str], decimals: int,
+                   size: bool) -> TexBlock:
+    """Rows of ``columns`` ('avg', group names or tasks); bold: best displayed per column."""
+    stats = []
     for row in block.rows:
-        columns = row.column_stats(block.task_group)
-        row_stats = [columns["avg"], *[row.task_stat(t) for t in block.tasks]]
-        stats.append(row_stats)
-        texts.append([fmt(s.mean, decimals) for s in row_stats])
-    marks = columns_bold(texts)
+        groups = row.column_stats(block.task_group)
+        stats.append([groups[c] if c in groups else row.task_stat(c) for c in columns])
+    marks = columns_bold([[fmt(s.mean, decimals) for s in r] for r in stats])
     rows = []
     for i, row in enumerate(block.rows):
         cells = [stat_cell(s, decimals, i in marks[c], block.seeds) for c, s in enumerate(stats[i])]
-        rows.append(TexRow(tex(row.name), [fmt_size(row.size_mib()), *cells]))
+        rows.append(TexRow(tex(row.name), [fmt_size(row.size_mib()), *cells] if size else cells))
     return TexBlock(block_title(block), rows)
+
+
+def measured_task_block(block: MeasuredBlock, decimals: int = 1, size: bool = True) -> TexBlock:
+    return _measured_rows(block, ["avg", *block.tasks], decimals, size)
 
 
 def measured_group_block(block: MeasuredBlock, decimals: int) -> TexBlock:
-    layout = GROUP_LAYOUT[block.table]
-    stats = []
-    for row in block.rows:
-        columns = row.column_stats(block.task_group)
-        stats.append([columns[c] for c in layout])
-    texts = [[fmt(s.mean, decimals) for s in r] for r in stats]
-    marks = columns_bold(texts)
-    rows = [TexRow(tex(row.name), [stat_cell(s, decimals, i in marks[c], block.seeds)
-                                   for c, s in enumerate(stats[i])])
-            for i, row in enumerate(block.rows)]
-    return TexBlock(block_title(block), rows)
+    return _measured_rows(block, list(GROUP_LAYOUT[block.table]), decimals, size=False)
 
 
 def _task_header(task: str) -> str:
     return ref.TASK_HEADER.get(task, tex(task))
 
 
-def _caption(number: int, has_reported: bool, block: MeasuredBlock | None) -> str:
+def _tasks_text(block: MeasuredBlock) -> str:
+    groups = [f"{g} = {', '.join(tex(t) for t in block.tasks if block.task_group[t] == g)}"
+              for g in ref.GROUPS if any(block.task_group[t] == g for t in block.tasks)]
+    return f"Tasks: {'; '.join(groups)}."
+
+
+def _caption(number: int, reported: bool, blocks: list[MeasuredBlock]) -> str:
     parts = []
-    if has_reported:
+    if reported:
         parts.append(ref.TABLE_CAPTIONS[number])
-        parts.append("Reported rows: the paper's numbers as printed (bold: best per column).")
-    if block is not None:
-        if not has_reported:
-            parts.append(f"Measured counterpart of the paper's Table {number} "
-                         f"({TABLE_SUBJECT[number]}).")
-        parts.append("Measured rows come from the stored run records (bold: best measured per "
-                     "column).")
+        parts.append("Reported rows: the paper's numbers, and its bold, as printed.")
+    twin = [b for b in blocks if b.benchmark != PAPER_BENCHMARK]
+    if twin:
+        block = twin[0]
+        what = "CPU twin" if is_twin(block.benchmark) else "measured"
+        parts.append(f"\\textbf{{{what}, not the paper's numbers.}} Measured counterpart of the "
+                     f"paper's Table {number} ({TABLE_SUBJECT[number]}) on the "
+                     f"{tex(BENCHMARK_NAMES.get(block.benchmark, block.benchmark))}, from the "
+                     "stored run records.")
+    elif blocks:
+        parts.append("Measured rows come from the stored run records.")
+    for block in blocks:
         parts.append(block_description(block))
-        if number != 1 and block.benchmark != PAPER_BENCHMARK:
-            groups = [f"{g} = {', '.join(tex(t) for t in block.tasks if block.task_group[t] == g)}"
-                      for g in ref.GROUPS if any(block.task_group[t] == g for t in block.tasks)]
-            parts.append(f"Tasks: {'; '.join(groups)}.")
+        if block.benchmark != PAPER_BENCHMARK and number != 1:
+            if number in GROUP_LAYOUT and _group_layout(number, block):
+                parts.append("Group columns: means over the tasks of the group; Average: mean "
+                             "of the group means.")
+            else:
+                parts.append("Columns: the tasks this table's variant has records for; Avg.: "
+                             "mean of the group means over these tasks (dash without all three "
+                             "groups), not comparable with Table T1's.")
+            parts.append(_tasks_text(block))
     return " ".join(parts)
 
 
+def _group_layout(number: int, block: MeasuredBlock | None) -> bool:
+    """Tables 2-6 in the paper's group columns: always for VTAB-1K, for a twin only Table 4."""
+    return block is None or block.benchmark == PAPER_BENCHMARK or number == 4
+
+
 def table_model(number: int, reported: ref.ReportedTable | None,
-                block: MeasuredBlock | None) -> TexTable:
-    """One table: the printed rows and/or one measured block, in the paper's layout."""
-    bench = block.benchmark if block is not None else PAPER_BENCHMARK
-    name = f"table{number}" if bench == PAPER_BENCHMARK else f"table{number}_{bench}"
-    caption = _caption(number, reported is not None, block)
+                blocks: list[MeasuredBlock]) -> TexTable:
+    """One table: the printed rows and/or measured blocks, in the paper's layout."""
+    first = blocks[0] if blocks else None
+    name = table_name(number, first)
+    caption = _caption(number, reported is not None, blocks)
     decimals = 2 if number == 2 else 1
-    if number == 1:
-        tasks = block.tasks if block is not None else list(ref.VTAB_TASKS)
-        groups = block.task_group if block is not None else ref.TASK_GROUP
-        blocks = reported_task_block(reported) if reported is not None else []
-        if block is not None:
-            blocks.append(measured_task_block(block, decimals))
-        return TexTable(number=number, name=name, template="table_tasks.tex.j2", caption=caption,
-                        label=f"tab:{name}", lead=["Size (MB)", "Avg. Acc."],
+    common = {"number": number, "name": name, "caption": caption, "label": f"tab:{name}",
+              "display": display_number(number, first)}
+    if number == 1 or not _group_layout(number, first):
+        tasks = first.tasks if first is not None else list(ref.VTAB_TASKS)
+        groups = first.task_group if first is not None else ref.TASK_GROUP
+        out: list[TexBlock] = []
+        if reported is not None:
+            out = reported_task_block(reported)
+        size = number == 1
+        out += [measured_task_block(b, decimals, size) for b in blocks]
+        return TexTable(template="table_tasks.tex.j2",
+                        lead=["Size (MB)", "Avg. Acc."] if size else ["Avg."],
                         columns=[(_task_header(t), COLUMN_HEADER[groups[t]]) for t in tasks],
-                        blocks=blocks, wide=True)
+                        blocks=out, wide=number == 1 or len(tasks) > 6, **common)
     layout = GROUP_LAYOUT[number]
-    blocks = [reported_group_block(reported)] if reported is not None else []
-    if block is not None:
-        blocks.append(measured_group_block(block, decimals))
-    return TexTable(number=number, name=name, template="table_groups.tex.j2", caption=caption,
-                    label=f"tab:{name}", lead=[],
-                    columns=[(COLUMN_HEADER[c], "") for c in layout], blocks=blocks)
+    out = [reported_group_block(reported)] if reported is not None else []
+    out += [measured_group_block(b, decimals) for b in blocks]
+    return TexTable(template="table_groups.tex.j2", lead=[],
+                    columns=[(COLUMN_HEADER[c], "") for c in layout], blocks=out, **common)
 
 
-def diff_model(number: int, block: MeasuredBlock, table: ref.ReportedTable,
+def diff_model(number: int, blocks: list[MeasuredBlock], table: ref.ReportedTable,
                tolerance: float) -> TexTable | None:
     """Measured minus reported (points) for the rows the paper prints; None if there are none."""
-    devs, _ = deviations([block], {number: table})
+    devs, _ = deviations(blocks, {number: table})
     if not devs:
         return None
     columns = ["avg", *ref.VTAB_TASKS] if number == 1 else list(GROUP_LAYOUT[number])
@@ -253,19 +306,18 @@ def diff_model(number: int, block: MeasuredBlock, table: ref.ReportedTable,
             texts.append(bold(text) if d is not None and abs(d.diff) > tolerance + 1e-9 else text)
         texrows.append(TexRow(tex(label), texts))
     name = f"table{number}_diff"
-    caption = (f"Table {number}: measured (VTAB-1K) minus reported accuracy, in points, for the "
-               f"rows the paper prints; bold: beyond $\\pm${tolerance:g} (the check tolerance); "
-               f"--: not measured. " + block_description(block))
+    caption = (f"Measured (VTAB-1K) minus reported accuracy of Table {number}, in points, for "
+               f"the rows the paper prints, each at its own seeds; bold: beyond "
+               f"$\\pm${tolerance:g} (the check tolerance); --: not measured. "
+               + " ".join(block_description(b) for b in blocks))
+    common = {"number": number, "name": name, "caption": caption, "label": f"tab:{name}",
+              "display": f"$\\Delta${number}", "blocks": [TexBlock(None, texrows)]}
     if number == 1:
-        return TexTable(number=number, name=name, template="table_tasks.tex.j2", caption=caption,
-                        label=f"tab:{name}", lead=["Avg. Acc."],
+        return TexTable(template="table_tasks.tex.j2", lead=["Avg. Acc."],
                         columns=[(_task_header(t), COLUMN_HEADER[ref.TASK_GROUP[t]])
-                                 for t in ref.VTAB_TASKS],
-                        blocks=[TexBlock(None, texrows)], wide=True)
-    return TexTable(number=number, name=name, template="table_groups.tex.j2", caption=caption,
-                    label=f"tab:{name}", lead=[],
-                    columns=[(COLUMN_HEADER[c], "") for c in columns],
-                    blocks=[TexBlock(None, texrows)])
+                                 for t in ref.VTAB_TASKS], wide=True, **common)
+    return TexTable(template="table_groups.tex.j2", lead=[],
+                    columns=[(COLUMN_HEADER[c], "") for c in columns], **common)
 
 
 def table_models(records: list[dict], reported: dict[int, ref.ReportedTable] | None,
@@ -278,15 +330,14 @@ def table_models(records: list[dict], reported: dict[int, ref.ReportedTable] | N
     for number in TABLE_NUMBERS:
         printed = reported.get(number) if use_reported and reported else None
         mine = [b for b in blocks if b.table == number]
-        paper_block = next((b for b in mine if b.benchmark == PAPER_BENCHMARK), None)
-        if printed is not None or paper_block is not None:
-            models.append(table_model(number, printed, paper_block))
-        if paper_block is not None and use_reported and reported and number in reported:
-            diff = diff_model(number, paper_block, reported[number], tolerance)
+        paper = [b for b in mine if b.benchmark == PAPER_BENCHMARK]
+        if printed is not None or paper:
+            models.append(table_model(number, printed, paper))
+        if paper and printed is not None:
+            diff = diff_model(number, paper, printed, tolerance)
             if diff is not None:
                 models.append(diff)
         for block in mine:
             if block.benchmark != PAPER_BENCHMARK:
-                models.append(table_model(number, None, block))
+                models.append(table_model(number, None, [block]))
     return sorted(models, key=lambda m: m.name)
-

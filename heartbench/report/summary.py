@@ -1,0 +1,96 @@
+"""A committed summary of the CPU-twin records' accuracies, and the check against it.
+
+``baselines/twin_summary.csv`` lists every done twin record of the committed ``results/``
+(suite, run_id, benchmark, task, label, seed, test accuracy as stored). ``check`` compares
+the records under ``--results-dir`` with it: a record whose accuracy differs, a summarised
+record that is gone, and a twin record the summary does not list all fail, each named. After
+a deliberate re-run, ``check --write-summary`` rewrites the file from the records.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+
+from heartbench.errors import UserError
+
+SUMMARY_FILE = "twin_summary.csv"
+FIELDS: tuple[str, ...] = ("suite", "run_id", "benchmark", "task", "label", "seed", "test_acc")
+TWIN_BENCHMARKS: tuple[str, ...] = ("vtab_mini", "fewshot_mini", "synth")
+
+
+def _row(record: dict) -> dict[str, str]:
+    return {"suite": str(record["suite"]), "run_id": str(record["run_id"]),
+            "benchmark": str(record["benchmark"]), "task": str(record["task"]),
+            "label": str(record["label"]), "seed": str(record["seed"]),
+            "test_acc": repr(float(record["metrics"]["test_acc"]))}
+
+
+def twin_records(records: list[dict]) -> list[dict]:
+    """Done twin records with a test accuracy, smoke (synth) excluded: it is throwaway."""
+    return [r for r in records
+            if r["benchmark"] in TWIN_BENCHMARKS and r["benchmark"] != "synth"
+            and isinstance((r.get("metrics") or {}).get("test_acc"), (int, float))]
+
+
+def render(records: list[dict]) -> str:
+    rows = sorted((_row(r) for r in twin_records(records)),
+                  key=lambda r: (r["suite"], r["run_id"]))
+    handle = io.StringIO()
+    writer = csv.DictWriter(handle, fieldnames=FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return handle.getvalue()
+
+
+def write(path: Path, records: list[dict]) -> int:
+    """Write the summary atomically; returns the number of records listed."""
+    text = render(records)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return text.count("\n") - 1
+
+
+def load(path: Path) -> dict[tuple[str, str], dict[str, str]]:
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except FileNotFoundError:
+        raise UserError(f"twin summary {path} does not exist (write it with "
+                        "`python -m heartbench check --write-summary`)") from None
+    for index, row in enumerate(rows, start=2):
+        missing = [f for f in FIELDS if not row.get(f)]
+        if missing:
+            raise UserError(f"{path}: line {index}: missing {', '.join(missing)}")
+    return {(r["suite"], r["run_id"]): r for r in rows}
+
+
+def compare(records: list[dict], summary: dict[tuple[str, str], dict[str, str]],
+            suites_present: set[str]) -> list[str]:
+    """One line per disagreement between the records and the summary (empty: all agree).
+
+    Only suites that have a folder under the results directory are held to the summary, so
+    a results folder with some of the twin suites checks those.
+    """
+    problems = []
+    seen = set()
+    for record in twin_records(records):
+        key = (str(record["suite"]), str(record["run_id"]))
+        seen.add(key)
+        row, mine = summary.get(key), _row(record)
+        name = f"{key[0]}/{key[1]} ({mine['label']}, {mine['task']}, seed {mine['seed']})"
+        if row is None:
+            problems.append(f"{name}: not in the twin summary (new record? after a deliberate "
+                            "re-run: check --write-summary)")
+        elif row["test_acc"] != mine["test_acc"] or any(
+                row[f] != mine[f] for f in ("benchmark", "task", "label", "seed")):
+            problems.append(f"{name}: test_acc {mine['test_acc']} but the summary has "
+                            f"{row['test_acc']} ({row['label']}, {row['task']}, seed {row['seed']})")
+    for key, row in sorted(summary.items()):
+        if key not in seen and key[0] in suites_present:
+            problems.append(f"{key[0]}/{key[1]} ({row['label']}, {row['task']}, seed "
+                            f"{row['seed']}): in the twin summary but no done record")
+    return problems
