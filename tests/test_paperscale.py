@@ -313,3 +313,44 @@ def test_corrupt_image_is_named_when_read(tmp_path, synth):
     victim.write_bytes(b"<html>not an image</html>")
     with pytest.raises(UserError, match=re.escape(f"image {victim} cannot be decoded")):
         dataset[5]
+
+
+# ---------------------------------------------------------------------------
+# GPU readiness script: its CPU path (no GPU here)
+# ---------------------------------------------------------------------------
+SCRIPT = REPO / "scripts" / "gpu_readiness.py"
+
+
+def test_gpu_readiness_refuses_without_cuda(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "no CUDA device" in proc.stderr and not (tmp_path / "o").exists()
+
+
+def test_gpu_readiness_cpu_path_saves_both_reports(tmp_path):
+    out = tmp_path / "ready"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--cpu", "--out", str(out), "--backbone", "vit_test",
+         "--size", "32", "--max-test", "20", "--steps", "4", "--bench-args",
+         "--methods heart_lora --reps 1 --steps 1 --no-peft --batch 4"],
+        capture_output=True, text=True, cwd=REPO, timeout=1500,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import json
+
+    summary = json.loads((out / "summary.json").read_text())
+    bench = json.loads((out / "bench" / "gpu_readiness.json").read_text())
+    record = json.loads(Path(summary["run_record"]).read_text())
+    assert bench["meta"]["device"] == "cpu" and bench["meta"]["backbone"] == "vit_test"
+    assert set(bench["precision"]["heart_lora"]["step_s"]) == {"fp32", "bf16"}
+    assert (out / "bench" / "gpu_readiness.md").is_file()
+    assert record["status"] == "done" and record["method"] == "heart_lora"
+    assert record["task"] == "kitti" and record["train"]["device"] == "cpu"
+    assert record["train"]["precision"] == "fp32" and record["peak_rss_bytes"] > 0
+    assert summary["run_test_acc"] == record["metrics"]["test_acc"]
+    # Full-size training split, capped test split.
+    assert len((out / "data" / "kitti" / "train800val200.txt").read_text().splitlines()) == 1000
+    assert len((out / "data" / "kitti" / "test.txt").read_text().splitlines()) == 20
