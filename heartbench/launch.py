@@ -22,7 +22,9 @@ run twice.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fnmatch
+import io
 import json
 import os
 import signal
@@ -102,7 +104,12 @@ def main(args: argparse.Namespace) -> int:
               " they do; rerun the same command later to resume the rest")
         return 0
     if executor == "debug":
-        return summarise(collect_local(jobs, shards, results_dir))
+        outcomes = collect_local(jobs, shards, results_dir)
+        if any(o["status"] == "stopped" for o in outcomes):
+            print("interrupted: stopped at a safe point; rerun the same command to resume",
+                  file=sys.stderr)
+            return 130
+        return summarise(outcomes)
     return watch(executor, jobs, shards, results_dir, todo)
 
 
@@ -252,8 +259,10 @@ def submit(executor_name: str, suite: Any, todo: list[Any], results_dir: Path,
     progress = executor_name == "debug" and sys.stderr.isatty()
     before = _snapshot(suite_dir)
     try:
-        jobs = executor.map_array(job, shards, [str(results_dir)] * len(shards),
-                                  [args.force] * len(shards), [progress] * len(shards))
+        # submitit prints sbatch's complaint itself: it goes into our one line instead.
+        with contextlib.redirect_stderr(io.StringIO()):
+            jobs = executor.map_array(job, shards, [str(results_dir)] * len(shards),
+                                      [args.force] * len(shards), [progress] * len(shards))
     except Exception as err:
         _remove_new(suite_dir, before)
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
@@ -398,24 +407,19 @@ def collect_local(jobs: list[Any], shards: list[list[Any]], results_dir: Path
 
 def collect_slurm(jobs: list[Any], shards: list[list[Any]], final: dict[str, Any]
                   ) -> list[dict[str, Any]]:
-    """Outcomes of ended array tasks: their results where they wrote one, else the run
-    states (cancelled, time limit, out of memory, crash) from the queue and the logs."""
-    from heartbench.status import _result
-
+    """Outcomes of ended array tasks, from what is on disk and in the queue: a record (done
+    or failed), else the reason the task gave none (cancelled, time limit, out of memory,
+    crash: see status.ended_reason); a run another launch holds is left to it."""
     outcomes: list[dict[str, Any]] = []
-    for job, shard in zip(jobs, shards):
-        result = _result(Path(job.paths.result_pickle))
-        given = {o["run_id"]: o for o in result[1]} if result and result[0] == "success" else {}
-        for spec in shard:
-            outcome = {"run_id": spec.run_id, "task": spec.task, "label": spec.label}
-            state = final[spec.run_id]
-            if spec.run_id in given and given[spec.run_id]["status"] != "stopped":
-                outcomes.append(given[spec.run_id])
-            elif state.state == "done":
-                outcomes.append({**outcome, "status": "done", "reason": None})
-            else:
-                reason = state.reason or state.state
-                outcomes.append({**outcome, "status": "failed", "reason": reason})
+    for spec in (s for shard in shards for s in shard):
+        outcome = {"run_id": spec.run_id, "task": spec.task, "label": spec.label}
+        state = final[spec.run_id]
+        if state.state == "done":
+            outcomes.append({**outcome, "status": "done", "reason": None})
+        elif state.state in ("failed", "cancelled"):
+            outcomes.append({**outcome, "status": "failed", "reason": state.reason or state.state})
+        else:  # running or pending under another launch's claim
+            outcomes.append({**outcome, "status": "claimed"})
     return outcomes
 
 
@@ -463,8 +467,8 @@ class Stopped(BaseException):
 
 
 class _SafeStop:
-    """SIGTERM/SIGINT handlers for a worker: raise :class:`Stopped` at once, except inside a
-    critical section (a checkpoint, record or adapter write, the clean-up after a record),
+    """SIGTERM and SIGINT handlers for a worker: raise :class:`Stopped` at once, except
+    inside a critical section (a checkpoint, record or adapter write, the clean-up after a record),
     whose end raises it instead. An interrupted epoch is redone from its checkpoint, which
     holds every RNG state, so the resumed record equals an uninterrupted run's."""
 
@@ -545,6 +549,9 @@ class RunShard(_Checkpointable):
         if self.threads > 0:
             torch.set_num_threads(self.threads)
         outcomes: list[dict[str, Any]] = []
+        # SIGTERM (Slurm sends it on scancel, requeue, preemption, and at the time limit
+        # after USR2 has requeued) and SIGINT stop the shard at a safe point: it exits at
+        # once instead of training on until Slurm's SIGKILL; a requeued task resumes.
         with _SafeStop():
             try:
                 for group in consecutive_packs(specs, getattr(self, "pack", 1)):
@@ -579,6 +586,8 @@ class RunShard(_Checkpointable):
                 if _is_requeue_error(err):
                     raise
                 # No record: its checkpoint stays, and the next launch resumes it.
+                if isinstance(err, UserError):  # e.g. a full disk: its one line says it all
+                    return {**outcome, "status": "failed", "reason": str(err)}
                 traceback.print_exc()
                 return {**outcome, "status": "failed",
                         "reason": f"crashed ({type(err).__name__}: {err}); see the job's log"}

@@ -114,20 +114,50 @@ def write_suite(folder: Path, text: str, **fields: Any) -> Path:
 
 
 def launch(suite: Path, results: Path, executor: str, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "heartbench", "run", str(suite), "--executor", executor,
          "--results-dir", str(results), *extra],
         cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.results = results  # type: ignore[attr-defined]  # where finish() sees progress
+    return proc
 
 
-def finish(proc: subprocess.Popen[str], timeout: float = 240) -> tuple[int, str, str]:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        pytest.fail(f"heartbench run did not finish in {timeout} s:\n{out}\n{err}")
-    return proc.returncode, out, err
+# A launch that shows no progress (no file under its results folder changes) for this long
+# is hung; one that progresses may take as long as the machine's load makes it.
+STALL_S = 600.0
+
+
+def progress_mark(folder: Path | None) -> tuple[Any, ...]:
+    """What changes while a launch makes progress: the files (and their sizes and times)
+    under its results folder, checkpoints and job logs included."""
+    if folder is None or not folder.exists():
+        return ()
+    marks = []
+    for path in folder.rglob("*"):
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        marks.append((str(path), st.st_size, st.st_mtime_ns))
+    return tuple(sorted(marks))
+
+
+def finish(proc: subprocess.Popen[str], stall: float = STALL_S) -> tuple[int, str, str]:
+    """Wait for ``proc`` while it makes progress; fail only when it stalls for ``stall`` s."""
+    folder = getattr(proc, "results", None)
+    mark, since = progress_mark(folder), time.monotonic()
+    while True:
+        try:
+            out, err = proc.communicate(timeout=5)
+            return proc.returncode, out, err
+        except subprocess.TimeoutExpired:
+            now = progress_mark(folder)
+            if now != mark:
+                mark, since = now, time.monotonic()
+            elif time.monotonic() - since > stall:
+                proc.kill()
+                out, err = proc.communicate()
+                pytest.fail(f"heartbench run made no progress for {stall} s:\n{out}\n{err}")
 
 
 def descendants(pid: int) -> list[int]:
@@ -160,9 +190,10 @@ def submitit_worker(proc: subprocess.Popen[str]) -> int | None:
 
 
 def stop_after_two_checkpoints(proc: subprocess.Popen[str], folder: Path, run_id: str,
-                               trainer: Callable[[], int | None], timeout: float = 180) -> int:
+                               trainer: Callable[[], int | None], timeout: float = 1800) -> int:
     """SIGSTOP the training process once it has checkpointed at least two epochs (so the
-    Heart-LoRA mask exists) and both checkpoint files are in place; return its pid."""
+    Heart-LoRA mask exists) and both checkpoint files are in place; return its pid. The
+    files are the progress followed; ``timeout`` is only a ceiling for a hung machine."""
     ckpt = folder / f"{run_id}.final.ckpt"
     prev = folder / f"{run_id}.final.ckpt.prev"
     deadline = time.monotonic() + timeout
@@ -240,8 +271,9 @@ def reference(tmp_path_factory: pytest.TempPathFactory, synth_root: Path
 @pytest.mark.slow
 def test_sigusr2_preemption_requeues_and_resumes_exactly(
         tmp_path: Path, synth_root: Path, reference: Callable[[], dict[str, Any]]) -> None:
-    """SIGUSR2 to the local worker: submitit checkpoints and requeues the job, which resumes
-    after its last completed epoch; the record equals the uninterrupted run's."""
+    """SIGUSR2 (Slurm's preemption signal) to the local worker: submitit checkpoints and
+    requeues the job, which resumes after its last completed epoch; the record equals the
+    uninterrupted run's. (SIGTERM stops a local worker: see the launcher-signal test.)"""
     from heartbench.suite import load_suite
 
     suite = write_suite(tmp_path, LONG, name="preempt", data=synth_root)
@@ -250,17 +282,13 @@ def test_sigusr2_preemption_requeues_and_resumes_exactly(
     proc = launch(suite, results, "local")
     folder = results / "preempt"
     worker = stop_after_two_checkpoints(proc, folder, run_id, lambda: submitit_worker(proc))
-    # Both are delivered when the worker continues: SIGTERM (which Slurm sends at
-    # preemption) is logged and ignored by submitit's worker, SIGUSR2 checkpoints and requeues.
-    os.kill(worker, signal.SIGTERM)
-    os.kill(worker, signal.SIGUSR2)
+    os.kill(worker, signal.SIGUSR2)  # delivered when the worker continues
     os.kill(worker, signal.SIGCONT)
     rc, out, err = finish(proc)
     assert rc == 0, out + err
     assert "finished: 1 done, 0 failed" in out
     log = job_logs(results)
     assert "Caught signal SIGUSR2" in log and "this job is preempted" in log, log
-    assert "Bypassing signal SIGTERM" in log
     resumed = re.findall(rf"resuming from {run_id}\.final\.ckpt(?:\.prev)? after epoch (\d+)", log)
     # Resumed once, after the mask was computed (epoch 2) and before the end (epoch 24).
     assert len(resumed) == 1 and 2 <= int(resumed[0]) < 24, log
@@ -502,3 +530,164 @@ def test_truncated_and_foreign_files_are_reported_skipped_and_rerun(
     loaded = load_records(results)
     assert {r["run_id"]: comparable(r) for r in loaded.records} == original
     assert {p for p, _ in loaded.skipped} == set(strangers)
+
+
+# ---------------------------------------------------------------------------
+# Signals to the launcher (subprocesses)
+# ---------------------------------------------------------------------------
+def signal_pending(pid: int, signum: int) -> bool:
+    """Whether ``signum`` waits for the (stopped) process ``pid``."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    bit = 1 << (signum - 1)
+    return any(int(line.split()[1], 16) & bit for line in status.splitlines()
+               if line.startswith(("SigPnd:", "ShdPnd:")))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_to_launcher_stops_workers_at_a_safe_point_and_rerun_resumes(
+        tmp_path: Path, synth_root: Path, reference: Callable[[], dict[str, Any]],
+        signum: int, code: int) -> None:
+    """SIGTERM or SIGINT to `run` alone: it passes the stop on to its local worker, which is
+    frozen in mid-training here; the worker stops at a safe point (its claim released, its
+    last checkpoint whole, no record, no process left), `run` says so and exits 128 + signal;
+    the rerun resumes from the checkpoint and ends with the uninterrupted run's record."""
+    from heartbench.suite import load_suite
+
+    suite = write_suite(tmp_path, LONG, name="preempt", data=synth_root)
+    run_id = load_suite(suite).runs[0].run_id
+    results = tmp_path / "results"
+    folder = results / "preempt"
+    proc = launch(suite, results, "local")
+    worker = stop_after_two_checkpoints(proc, folder, run_id, lambda: submitit_worker(proc))
+    os.kill(proc.pid, signum)
+    deadline = time.monotonic() + STALL_S  # the stop travels launcher -> controller -> worker
+    while not signal_pending(worker, signal.SIGTERM):
+        assert time.monotonic() < deadline, "the stop never reached the worker"
+        time.sleep(0.05)
+    os.kill(worker, signal.SIGCONT)
+    rc, out, err = finish(proc)
+    assert rc == code, out + err
+    assert "interrupted: 1 local worker(s) stopped at a safe point, 0/1 runs done" in err, err
+    assert "Traceback" not in out + err
+    log = job_logs(results)
+    assert "caught SIGTERM: stopping at a safe point" in log, log
+    assert "stopped: 1 run(s) of this job left to a rerun" in log and "Traceback" not in log
+    assert not Path(f"/proc/{worker}").exists()
+    assert not (folder / f"{run_id}.claim").exists() and not (folder / f"{run_id}.json").exists()
+    assert not list(folder.glob("*.tmp"))
+
+    proc = launch(suite, results, "debug")
+    rc, out, err = finish(proc)
+    assert rc == 0, out + err
+    resumed = re.findall(rf"resuming from {run_id}\.final\.ckpt after epoch (\d+)", err)
+    assert len(resumed) == 1 and 2 <= int(resumed[0]) < 24, err
+    assert comparable(only_record(results)) == comparable(reference())
+    assert leftovers(folder) == []
+
+
+# ---------------------------------------------------------------------------
+# Claims are taken atomically
+# ---------------------------------------------------------------------------
+def test_a_claim_being_written_is_never_taken_for_a_dead_one(tmp_path: Path) -> None:
+    """An empty claim file (what a writer shows between create and write with a plain
+    open/write) is left alone while it is fresh; only a long-unreadable one is taken over."""
+    from heartbench.launch import TORN_CLAIM_AGE_S, Claim
+
+    path = tmp_path / "run.claim"
+    path.write_text("")
+    with Claim(path) as claim:
+        assert not claim.held
+    assert path.read_text() == ""
+    old = time.time() - TORN_CLAIM_AGE_S - 5
+    os.utime(path, (old, old))
+    with Claim(path) as claim:
+        assert claim.held and json.loads(path.read_text())["pid"] == os.getpid()
+    assert not path.exists()
+
+
+CONTENDER = """
+import json, os, sys, time
+from pathlib import Path
+from heartbench.launch import Claim
+path, inside, start, rounds = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+while time.time() < start:
+    pass
+held = 0
+for _ in range(rounds):
+    with Claim(path) as claim:
+        if claim.held:
+            held += 1
+            fd = os.open(inside, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # two holders: error
+            os.close(fd)
+            assert json.loads(path.read_text())["pid"] == os.getpid()
+            time.sleep(0.002)
+            os.unlink(inside)
+print(held, flush=True)
+"""
+
+READER = """
+import json, sys, time
+from pathlib import Path
+path, start, seconds = Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+while time.time() < start:
+    pass
+seen = 0
+while time.time() < start + seconds:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        continue
+    json.loads(text)  # a claim is complete whenever it is visible
+    seen += 1
+print(seen, flush=True)
+"""
+
+
+def test_concurrent_claims_exclude_each_other_and_are_never_seen_partial(tmp_path: Path) -> None:
+    """Four processes claim, hold and release one run's claim in a tight loop while a fifth
+    reads the claim file: never two holders at once, never an empty or partial claim seen;
+    then four processes race to take over one dead holder's claim: exactly one wins."""
+    path, inside = tmp_path / "run.claim", tmp_path / "inside"
+    start = time.time() + 3.0
+    contenders = [subprocess.Popen([sys.executable, "-c", CONTENDER, str(path), str(inside),
+                                    str(start), "150"], cwd=REPO, env=ENV,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                  for _ in range(4)]
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(path), str(start), "4"],
+                              cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    results = [finish(p) for p in [*contenders, reader]]
+    for rc, out, err in results:
+        assert rc == 0, out + err
+    assert sum(int(out) for _, out, _ in results[:4]) > 0  # the claim changed hands
+    assert int(results[4][1]) > 0  # and was read while held
+    assert not path.exists() and not inside.exists()
+    assert [p.name for p in tmp_path.iterdir()] == []  # no temporary file left
+
+    # A dead holder's claim: four launches race to take it over; one gets it.
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], cwd=REPO,
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    holder.kill()
+    holder.wait()
+    start = time.time() + 3.0
+    racers = [subprocess.Popen([sys.executable, "-c", TAKEOVER, str(path), str(start)], cwd=REPO,
+                               env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True) for _ in range(4)]
+    outs = [finish(p) for p in racers]
+    assert all(rc == 0 for rc, _, _ in outs), outs
+    assert sorted(out.strip() for _, out, _ in outs) == ["held", "not", "not", "not"]
+
+
+TAKEOVER = """
+import sys, time
+from pathlib import Path
+from heartbench.launch import Claim
+path, start = Path(sys.argv[1]), float(sys.argv[2])
+while time.time() < start:
+    pass
+with Claim(path) as claim:
+    print("held" if claim.held else "not", flush=True)
+    time.sleep(2.0)  # hold it while the others try
+"""

@@ -40,6 +40,7 @@ gpus_per_node = 2
 cpus_per_task = 6
 timeout_min = 90
 array_parallelism = 3
+runs_per_task = 1
 
 [[methods]]
 name = "lora"
@@ -147,14 +148,14 @@ def test_missing_data_is_one_line_naming_the_path(tmp_path: Path) -> None:
     assert not (tmp_path / "results" / "vtab1k").exists()
 
 
-def test_slurm_submission_writes_sbatch_with_requested_resources(
-        tmp_path: Path, synth_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A stand-in sbatch on PATH records what submitit would submit to Slurm."""
+def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, node: str) -> Path:
+    """Stand-in Slurm commands on PATH: sinfo reports one ``node`` (name|partition|CPUs|
+    memory MB|gres), sbatch records its arguments and answers with job 4242."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     log = tmp_path / "sbatch_calls.txt"
     fake = {"sbatch": f'#!/bin/sh\necho "$@" >> {log}\necho "Submitted batch job 4242"\n',
-            "srun": "#!/bin/sh\nexit 0\n",
+            "sinfo": f'#!/bin/sh\necho "{node}"\n', "srun": "#!/bin/sh\nexit 0\n",
             "squeue": "#!/bin/sh\nexit 0\n", "sacct": "#!/bin/sh\nexit 0\n",
             "scancel": "#!/bin/sh\nexit 0\n"}
     for name, body in fake.items():
@@ -162,9 +163,17 @@ def test_slurm_submission_writes_sbatch_with_requested_resources(
         path.write_text(body)
         path.chmod(path.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return log
+
+
+def test_slurm_submission_writes_sbatch_with_requested_resources(
+        tmp_path: Path, synth_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What submitit would submit to Slurm, for the resources the suite asks for."""
+    log = fake_slurm(tmp_path, monkeypatch, "node1|gpu-long|8|64000|gpu:a100:4(S:0-1)")
     suite = suite_file(tmp_path, synth_root)
     results = tmp_path / "results"
-    assert cli(["run", str(suite), "--executor", "slurm", "--results-dir", str(results)]) == 0
+    assert cli(["run", str(suite), "--executor", "slurm", "--no-wait",
+                "--results-dir", str(results)]) == 0
     scripts = list((results / "mini" / ".submitit").rglob("*_submission.sh"))
     assert len(scripts) == 1
     text = scripts[0].read_text()
@@ -174,6 +183,33 @@ def test_slurm_submission_writes_sbatch_with_requested_resources(
         assert line in text, line
     assert "submitit" in text and log.read_text().strip()
     assert load_records(results).frame.empty  # nothing ran here
+
+
+def test_slurm_defaults_fit_a_cpu_node(tmp_path: Path, synth_root: Path,
+                                       monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """A suite that asks for no resources, on a 2-CPU node without GPUs: no GPU (gres)
+    request, the node's CPUs, their share of its memory, every run in one task (one wave:
+    the node holds one such task at a time)."""
+    fake_slurm(tmp_path, monkeypatch, "vm|debug*|2|4000|(null)")
+    text = SUITE.format(data=synth_root)
+    text = text[:text.index("[launcher]")] + text[text.index("[[methods]]"):]
+    suite = tmp_path / "plain.toml"
+    suite.write_text(text)
+    results = tmp_path / "results"
+    assert cli(["run", str(suite), "--executor", "slurm", "--no-wait",
+                "--results-dir", str(results)]) == 0
+    assert "1 array task(s) of up to 3 runs (launcher.runs_per_task), each 2 CPUs, 3.9 GB," \
+           " 0 GPUs, 1440 min, partition debug" in capsys.readouterr().out
+    (script,) = (results / "mini" / ".submitit").rglob("*_submission.sh")
+    text = script.read_text()
+    assert "gpus" not in text and "gres" not in text
+    for line in ("#SBATCH --partition=debug", "#SBATCH --cpus-per-task=2",
+                 f"#SBATCH --mem={int(3.9 * 1024)}MB"):
+        assert line in text, line
+    (launch,) = (results / "mini" / ".submitit" / "launches").glob("*.json")
+    (job,) = json.loads(launch.read_text())["jobs"]
+    assert job["job"] == "4242" and len(job["runs"]) == 3
 
 
 @pytest.mark.slow
