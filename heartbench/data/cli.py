@@ -1,6 +1,7 @@
 """``heartbench data``: write the synthetic benchmark or the real-image twins to disk.
 
 python -m heartbench data synth --out DIR [--seed N] [--size 32]
+python -m heartbench data synth --full-size --tasks a,b --out DIR [--max-test N] [--size 224]
 python -m heartbench data vtab-mini --out DIR [--seed N] [--tasks a,b]
 python -m heartbench data fewshot-mini --out DIR [--seed N] [--datasets a,b]
 python -m heartbench data verify ROOT [--benchmark vtab1k|fewshot] [--tasks a,b] [--deep]
