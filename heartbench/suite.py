@@ -59,7 +59,12 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "precision": "fp32",  # "fp32" as the reference code; "tf32" or "bf16" (autocast) opt-in
 }
 PRECISIONS = ("fp32", "tf32", "bf16")
-FEWSHOT_TRAIN_DEFAULTS = {"lr": 5e-3, "normalize": True}
+# NOAH's few-shot recipe (protocol.md; its argparse defaults): Mixup 0.8 / CutMix 1.0 with
+# label smoothing 0.1, RandomErasing 0.25, no ColorJitter next to RandAugment (timm drops it).
+# Only few-shot runs carry these keys, so VTAB runs keep their identity.
+FEWSHOT_RECIPE: dict[str, Any] = {"mixup": 0.8, "cutmix": 1.0, "label_smoothing": 0.1,
+                                  "reprob": 0.25, "color_jitter": 0.0}
+FEWSHOT_TRAIN_DEFAULTS = {"lr": 5e-3, "normalize": True, **FEWSHOT_RECIPE}
 # Keys that do not change a run's result: left out of its identity.
 NON_RESULT_TRAIN_KEYS = ("num_workers", "device")
 
@@ -68,7 +73,7 @@ SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
               "tasks": list, "seeds": list, "eval_protocol": str, "shots": list},
     "backbone": {"name": str, "weights": str, "drop_path_rate": (int, float), "kwargs": dict},
     "train": {k: (int, float) if isinstance(v, float) else type(v)
-              for k, v in TRAIN_DEFAULTS.items()},
+              for k, v in {**TRAIN_DEFAULTS, **FEWSHOT_RECIPE}.items()},
     "launcher": {"executor": str, "jobs": int, "timeout_min": int, "partition": str,
                  "gpus_per_node": int, "cpus_per_task": int, "mem_gb": (int, float), "array_parallelism": int,
                  "runs_per_task": int, "slurm_extra": dict, "pack": int},

@@ -89,8 +89,13 @@ def make_dataset(spec: RunSpec, split: str, image_size: int, train: bool) -> Any
 
         name = {"train": "train", "search_train": "train", "search_val": "val",
                 "test": "test"}[split]
-        transform = (transforms.fewshot_train_transform(image_size) if train
-                     else transforms.fewshot_test_transform(image_size))
+        # NOAH's recipe keys (suite.FEWSHOT_RECIPE); records from before them had
+        # ColorJitter 0.4 and no erasing, which the fallbacks keep.
+        t = spec.train
+        transform = (transforms.fewshot_train_transform(
+            image_size, color_jitter=t.get("color_jitter", 0.4) or None,
+            reprob=t.get("reprob", 0.0)) if train
+            else transforms.fewshot_test_transform(image_size))
         return FewShotDataset(spec.data_root, info, name, spec.shots, spec.seed, transform)
     from heartbench.data.vtab import VTABDataset
 
@@ -276,7 +281,10 @@ def train_phase(spec: RunSpec, method_config: dict[str, Any], train_split: str,
         random.setstate(state["rng"]["python"])
         np.random.set_state(state["rng"]["numpy"])
         history, start = state["history"], state["epoch"] + 1
-    criterion = nn.CrossEntropyLoss()
+    # Few-shot: NOAH's Mixup/CutMix + smoothed soft targets; VTAB: plain cross-entropy.
+    from heartbench.data.transforms import batch_recipe
+
+    mixer, criterion = batch_recipe(t, spec.num_classes)
     bar = _bar(range(start, t["epochs"]), progress, f"{spec.task} {spec.label}")
     for epoch in bar:
         method.on_epoch_start(epoch)
@@ -284,9 +292,13 @@ def train_phase(spec: RunSpec, method_config: dict[str, Any], train_split: str,
         loss_sum = correct = seen = 0.0
         for images, labels in itertools.islice(train_loader, steps):
             images, labels = images.to(device), labels.to(device)
+            targets = labels
+            if mixer is not None:
+                images, targets = mixer(images, labels)
+                labels = labels[:len(images)]
             with autocast(device, precision):
                 logits = backbone.model(images)
-                loss = criterion(logits.float(), labels)
+                loss = criterion(logits.float(), targets)
             if not torch.isfinite(loss):
                 raise Diverged(epoch + 1, f"loss is {loss.item()}", history)
             optimizer.zero_grad(set_to_none=True)

@@ -2,12 +2,18 @@
 
 ``<root>/<dataset>/annotations/train_meta.list.num_shot_{K}.seed_{S}``, ``val_meta.list``,
 ``test_meta.list``; lines ``<relative path> <label>`` with paths relative to
-``<root>/<dataset>/images/`` (Stanford Cars' paths already start with cars_train/ or
-cars_test/).
+``<root>/<dataset>/images/``.
+
+Stanford Cars in its two real layouts: NOAH's folder is ``standford-cars`` (sic; accepted
+besides ``stanford-cars``, ``stanford_cars``, ``cars``) and its lines ``cars_train/02766.jpg
+13`` resolve against the dataset folder itself (CoOp's ``stanford_cars/cars_train/``); a
+copy with ``images/cars_train/`` works too. For every dataset, a list whose first path is
+not under ``images/`` but is under the dataset folder resolves against the dataset folder.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -39,11 +45,30 @@ def annotation_name(split: str, shots: int | None = None, seed: int | None = Non
     return f"{split}_meta.list"
 
 
+# Real folder names beyond the registry's aliases: NOAH's misspelt Stanford Cars folder.
+EXTRA_FOLDERS: dict[str, tuple[str, ...]] = {"stanford-cars": ("standford-cars",)}
+
+
 def dataset_dir(root: str | os.PathLike, info: TaskInfo) -> Path:
     """The folder of a dataset under ``root``, accepting any of its alias names."""
     base = Path(root) / info.name
     expected = (f"{base}/annotations/train_meta.list.num_shot_<K>.seed_<S> and {base}/images/")
+    extra = EXTRA_FOLDERS.get(info.name, ())
+    if extra:
+        info = dataclasses.replace(info, aliases=(*info.aliases, *extra))
     return find_folder(root, info, "dataset", FEWSHOT_LAYOUT, expected)
+
+
+def _images_base(folder: Path, list_path: Path) -> Path:
+    """``folder/images`` unless the list's first path exists only under ``folder`` itself."""
+    images = folder / "images"
+    if list_path.is_file():
+        with open(list_path, encoding="utf-8") as fh:
+            first = next((line.strip() for line in fh if line.strip()), "")
+        rel = first.rsplit(maxsplit=1)[0] if first else ""
+        if rel and not (images / rel).exists() and (folder / rel).exists():
+            return folder
+    return images
 
 
 def read_fewshot_list(
@@ -57,8 +82,9 @@ def read_fewshot_list(
     name = annotation_name(split, shots, seed)
     folder = dataset_dir(root, info)
     list_path = folder / "annotations" / name
-    expected = f"{list_path} with lines '<path under {folder / 'images'}/> <label>'"
-    return parse_list(list_path, folder / "images", info.num_classes, expected)
+    base = _images_base(folder, list_path)
+    expected = f"{list_path} with lines '<path under {base}/> <label>'"
+    return parse_list(list_path, base, info.num_classes, expected)
 
 
 class FewShotDataset(ListDataset):

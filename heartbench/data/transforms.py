@@ -2,14 +2,21 @@
 
 VTAB-1K (Bi-LoRA, VPT, SSF and the paper): bicubic squash-resize to size x size, ToTensor,
 no normalisation unless asked (FacT and NOAH normalise with ImageNet statistics).
-Few-shot (NOAH): RandomResizedCrop + flip + ColorJitter + RandAugment
-"rand-m9-mstd0.5-inc1" + ImageNet normalisation; test: resize to size*256/224, centre crop.
+Few-shot (NOAH's ``supernet_train_prompt.py`` with its argparse defaults, protocol.md):
+RandomResizedCrop + flip + RandAugment "rand-m9-mstd0.5-inc1" + ImageNet normalisation +
+RandomErasing(0.25, "pixel"); no ColorJitter (timm's ``create_transform``, which NOAH calls,
+drops it when an auto-augment policy is given); on each batch Mixup 0.8 / CutMix 1.0 (timm
+``Mixup``, prob 1, switch prob 0.5, "batch" mode) with label smoothing 0.1 in its soft
+targets, and SoftTargetCrossEntropy (:func:`batch_recipe`). Test: resize to size*256/224,
+centre crop.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+import torch
 from PIL import Image
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -46,16 +53,18 @@ def vtab_transform(size: int = 224, normalize: bool = False) -> Callable:
 
 def fewshot_train_transform(
     size: int = 224,
-    color_jitter: float | None = 0.4,
+    color_jitter: float | None = None,
     auto_augment: str | None = RAND_AUGMENT,
+    reprob: float = 0.25,
 ) -> Callable:
     """NOAH's few-shot training augmentation.
 
-    Note: timm's own ``create_transform`` (which NOAH calls) silently drops ColorJitter when
-    RandAugment is on; pass ``color_jitter=None`` to reproduce that exactly. The default
-    keeps ColorJitter(0.4) as the written recipe says.
+    ``color_jitter`` stays off by default: timm's ``create_transform`` (which NOAH calls)
+    ignores its color-jitter 0.4 when RandAugment is on. ``reprob``: timm's RandomErasing
+    (per-pixel normal noise, one box) on the normalised tensor, as NOAH's ``--reprob 0.25``.
     """
     from timm.data.auto_augment import rand_augment_transform
+    from timm.data.random_erasing import RandomErasing
     from torchvision import transforms as T
 
     steps: list = [
@@ -74,7 +83,42 @@ def fewshot_train_transform(
     if color_jitter:
         steps.append(T.ColorJitter(color_jitter, color_jitter, color_jitter))
     steps += [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    if reprob > 0:
+        steps.append(RandomErasing(reprob, mode="pixel", max_count=1, device="cpu"))
     return T.Compose(steps)
+
+
+class BatchMixer:
+    """timm's Mixup/CutMix on a batch; an odd batch loses its last sample first (timm's
+    "batch" mode needs an even batch, NOAH's loaders drop the last incomplete batch)."""
+
+    def __init__(self, mixup: Any) -> None:
+        self.mixup = mixup
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(labels) % 2:
+            images, labels = images[:-1], labels[:-1]
+        return self.mixup(images, labels)
+
+
+def batch_recipe(train: dict[str, Any], num_classes: int
+                 ) -> tuple[BatchMixer | None, torch.nn.Module]:
+    """(batch mixer or None, loss) from the train keys, as NOAH's main script builds them:
+    Mixup/CutMix active -> SoftTargetCrossEntropy on the mixed, smoothed targets; else label
+    smoothing alone -> LabelSmoothingCrossEntropy; else plain cross-entropy (VTAB)."""
+    from timm.data import Mixup
+    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+
+    mixup, cutmix = train.get("mixup", 0.0), train.get("cutmix", 0.0)
+    smoothing = train.get("label_smoothing", 0.0)
+    if mixup > 0 or cutmix > 0:
+        mixer = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, prob=1.0, switch_prob=0.5,
+                      mode="batch", label_smoothing=smoothing, num_classes=num_classes)
+        return BatchMixer(mixer), SoftTargetCrossEntropy()
+    if smoothing > 0:
+        return None, LabelSmoothingCrossEntropy(smoothing)
+    return None, torch.nn.CrossEntropyLoss()
 
 
 def posterize_bits(img: Image.Image, bits_to_keep: int, **_: object) -> Image.Image:
