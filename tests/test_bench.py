@@ -399,7 +399,8 @@ def test_gpu_estimate_is_only_made_for_the_suite_backbone(tmp_path) -> None:
     est = suite_estimate(settings, found, rows, {}, 1e9)
     assert "methods" not in est and "vit_base_patch16_224" in est["note"]
     backbone, runs = suite_plan()
-    settings, found, rows = _estimate_inputs(tmp_path, backbone)
+    assert backbone.split(".")[0] == "vit_base_patch16_224"  # a tag picks weights only
+    settings, found, rows = _estimate_inputs(tmp_path, "vit_base_patch16_224")
     est = suite_estimate(settings, found, rows, {"lora": {"ratio": 0.5}}, 1e9)
     assert set(est["methods"]) == {"lora"}
     # CPU: 2 GFLOP in 0.5 s = 4 GFLOP/s; GPU/CPU = 200 TFLOP/s / 4 GFLOP/s = 50,000.
@@ -451,3 +452,40 @@ def test_a_profiled_step_writes_nothing_to_stderr(tiny, capfd) -> None:
     captured = capfd.readouterr()
     assert captured.err == "" and captured.out == ""
     assert case.peak_bytes > case.resident_bytes > 0 and case.flops > 0
+
+
+# ---------------------------------------------------------------------------
+# --precision
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("precision,dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_the_step_of_a_precision_runs_the_model_in_it(tiny, precision, dtype) -> None:
+    from heartbench.bench.cases import make_step
+
+    backbone = tiny()
+    seen = []
+    backbone.sites[0].attn.qkv.register_forward_hook(lambda m, a, out: seen.append(out.dtype))
+    params = backbone.head_parameters()
+    step, _ = make_step(backbone.model, params, torch.rand(2, 3, 32, 32), torch.tensor([0, 1]),
+                        torch.device("cpu"), precision)
+    before = params[0].detach().clone()
+    loss = step()
+    assert seen == [dtype] and loss.dtype == torch.float32
+    assert params[0].dtype == torch.float32 and not torch.equal(params[0], before)  # trained
+
+
+def test_precision_section_times_every_method_in_every_precision(tiny, tmp_path) -> None:
+    from heartbench.bench.cases import Workload
+    from heartbench.bench.precision import precision_steps
+
+    settings = bench.Settings.from_args(_args(tmp_path, precision="fp32,bf16", reps=2))
+    work = Workload(tiny(), torch.rand(2, 3, 32, 32), torch.tensor([0, 1]))
+    out = precision_steps(settings, work, ["lora", "linear"])
+    assert set(out) == {"lora", "linear"}
+    for row in out.values():
+        assert set(row["step_s"]) == {"fp32", "bf16"} and min(row["step_s"].values()) > 0
+        assert row["ratio_to_fp32"]["fp32"] == 1.0  # paired ratio of a case with itself
+    report = {"precision": out}
+    from heartbench.bench.render import _precision
+
+    lines = _precision(report)
+    assert any(line.startswith("| lora |") for line in lines)

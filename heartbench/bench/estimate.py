@@ -39,6 +39,14 @@ def suite_plan(path: Path = SUITE) -> tuple[str, dict[str, int]] | None:
     return suite.backbone["name"], counts
 
 
+def same_architecture(a: str, b: str) -> bool:
+    """Two backbone names build the same network (a timm tag after "." picks weights only)."""
+    from heartbench.backbones import resolve_name
+
+    (arch_a, kwargs_a), (arch_b, kwargs_b) = resolve_name(a), resolve_name(b)
+    return arch_a.split(".")[0] == arch_b.split(".")[0] and kwargs_a == kwargs_b
+
+
 def suite_estimate(settings: Settings, found: CaseSet, rows: dict[str, dict[str, Any]],
                    inference: dict[str, Any], forward_flops_per_image: float | None
                    ) -> dict[str, Any]:
@@ -50,7 +58,7 @@ def suite_estimate(settings: Settings, found: CaseSet, rows: dict[str, dict[str,
     if plan is None:
         return {"note": f"skipped: {SUITE.name} could not be read"}
     backbone, runs = plan
-    if settings.backbone_name != backbone:
+    if not same_architecture(settings.backbone_name, backbone):
         return {"note": f"skipped: the estimate is for {SUITE.name}'s backbone ({backbone});"
                         f" this run measured {settings.backbone_name}"}
     cpu_tflops = ref.flops / ref_step / 1e12
