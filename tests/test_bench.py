@@ -154,7 +154,7 @@ def test_gates_keep_the_output_and_receive_gradients(tiny, key: str) -> None:
     def keep(module: torch.nn.Module, tensor: torch.Tensor) -> None:
         tensor.register_hook(lambda g: seen.__setitem__(id(module), g.double()))
 
-    for module, _, where in {id(m): s for s in gates.sites for m in s[:1]}.values():
+    for module, _, where in {id(site[0]): site for site in gates.sites}.values():  # unique
         if where == "output":
             module.register_forward_hook(lambda m, args, out: keep(m, out))
         else:

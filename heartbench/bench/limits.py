@@ -9,6 +9,19 @@ it: a gate just before a LayerNorm (attention, MLP, proj or fc2 outputs, a block
 has a true gradient of exactly zero, since LayerNorm removes a shift common to a token's
 features, and its computed gradient is rounding noise.
 
+Limits per method (:func:`limit_spec`):
+
+- lora, bilora, heart_lora, fourierft, mora (every ``QKVMethod``): the target slices of
+  every site's fused qkv output (q and v; the whole qkv for ``targets="qkv"``);
+- adaptformer, adapter: every block's MLP output; compacter (Houlsby): attention and MLP
+  outputs; fact_tt: the outputs of qkv, proj, fc1 and fc2; ssf: every op SSF follows;
+- vpt_shallow: the input of the first block; vpt_deep: the input of every block;
+- full, bitfit (they train backbone tensors down to the patch embedding): the patch
+  embedding's output. Weight gradients and AdamW moments of the trained tensors are the
+  method's own cost: full cannot meet a gate-defined limit (by design);
+- linear (head only): the frozen backbone and the head, no gate (= the method itself);
+- any other method: the patch embedding (generic; the report says so).
+
 To add a limit: one placement function in ``PLACEMENTS`` and, if a method should use it,
 one rule in :func:`limit_spec`.
 """
