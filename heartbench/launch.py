@@ -69,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from heartbench.content import with_content
-    from heartbench.preflight import check_inputs, check_writable
+    from heartbench.preflight import check_device, check_inputs, check_writable
     from heartbench.suite import load_suite
 
     started = time.time()
@@ -88,6 +88,7 @@ def main(args: argparse.Namespace) -> int:
     results_dir = Path(args.results_dir)
     # Inputs first, then the results directory: a mistake leaves nothing behind.
     check_inputs(suite, runs)
+    check_device(suite, runs, executor)
     check_writable(results_dir)
     runs = with_content(suite, runs)  # data fingerprint and weights hash, for is_done
     todo = [r for r in runs if args.force or not is_done(results_dir, r, report=True)]

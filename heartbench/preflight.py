@@ -70,3 +70,24 @@ def check_inputs(suite: Any, runs: list[Any]) -> None:
         from heartbench.backbones import check_weights_file
 
         check_weights_file(Path(weights), suite.backbone["name"], suite.backbone["kwargs"])
+
+
+def check_device(suite: Any, runs: list[Any], executor: str) -> None:
+    """Runs that will train on this machine (local, debug) and ask for CUDA need a CUDA
+    device here (and bf16 one that supports it); a Slurm node is checked by its job."""
+    if executor not in ("local", "debug"):
+        return
+    wants_cuda = [r for r in runs if r.train["device"] == "cuda"]
+    if not wants_cuda:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UserError(f"{suite.path}: train.device = 'cuda' but this machine has no CUDA"
+                        f" device (executor {executor}); use device = 'auto' or 'cpu', or"
+                        " run on a GPU machine")
+    if any(r.train.get("precision") == "bf16" for r in wants_cuda) \
+            and not torch.cuda.is_bf16_supported():
+        raise UserError(f"{suite.path}: train.precision = 'bf16' but this machine's GPU"
+                        f" ({torch.cuda.get_device_name(0)}) does not support bfloat16;"
+                        " use precision = 'fp32' or 'tf32'")

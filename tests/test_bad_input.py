@@ -169,6 +169,12 @@ CASES = [
                                   "Not a directory"], text=VALID, results="afile/results"),
 ]
 
+if not __import__("torch").cuda.is_available():  # the case needs a machine without CUDA
+    CASES.append(Case("cuda-without-gpu", ["{suite}", "train.device = 'cuda'",
+                                           "no CUDA device (executor local)"],
+                      text=base("batch_size = 16=>batch_size = 16\ndevice = \"cuda\""),
+                      extra=["--executor", "local"]))
+
 
 def make_data(root: Path) -> dict[str, Path]:
     """The synthetic dataset and broken copies of it (each breaks one thing in 'colors')."""
