@@ -372,7 +372,8 @@ def execute(spec: RunSpec, results_dir: str | Path, progress: bool = False,
         record.update(status="failed", error={"epoch": err.epoch, "reason": err.reason},
                       metrics={"test_acc": None, "val_acc": None, "history": err.history},
                       wall_time_s=round(time.time() - started, 3), **(extra or {}))
-        write_record(results_dir, record, overwrite=True)
+        guarded_write(record_path(results_dir, spec.suite, spec.run_id),
+                      lambda: write_record(results_dir, record, overwrite=True))
         _cleanup(out_dir, spec.run_id)
         return record
     method: Method = result["method"]
