@@ -195,3 +195,78 @@ def test_bad_csv_value_is_a_user_error(tmp_path):
     copy = _mutated(tmp_path, "table5_responsiveness.csv", "Full", "avg", "n/a")
     with pytest.raises(UserError, match="table5_responsiveness.csv: line 2 column avg"):
         ref.load_reported(copy)
+
+
+def _redigest(directory: Path) -> None:
+    """What someone editing a CSV on purpose does: write the digests again."""
+    import hashlib
+
+    names = sorted(p.name for p in directory.glob("*.csv") if p.name != "twin_summary.csv")
+    (directory / ref.CHECKSUMS_FILE).write_text("".join(
+        f"{hashlib.sha256((directory / n).read_bytes()).hexdigest()}  {n}\n" for n in names))
+
+
+def test_shipped_digests_and_sizes_pass():
+    assert ref.check_checksums(BASELINES) == []
+    findings = ref.check_sizes(ref.load_table(1, BASELINES), ref.load_sizes(BASELINES))
+    assert [f.method for f in findings if f.level != "ok"] == []
+    # Every Table-1 row but NOAH (sourced from [34]) has storage arithmetic.
+    assert {f.method for f in findings} == set(TABLE1_ROWS) - {"NOAH†"}
+
+
+@pytest.mark.parametrize("name,method,column,value", [
+    # The issue's cells that moved undetected: no paper check covers them, the digest does.
+    ("table1_vtab1k.csv", "SSF", "caltech101", "94.6"),
+    ("table1_vtab1k.csv", "SSF", "resisc45", "88.5"),
+    ("table5_responsiveness.csv", "Heart-LoRA† (weight)", "natural", "81.9"),
+    ("table1_vtab1k.csv", "Heart-LoRA", "bold", "avg"),
+])
+def test_a_cell_no_paper_check_covers_fails_on_its_digest(tmp_path, name, method, column, value):
+    copy = _mutated(tmp_path, name, method, column, value)
+    assert ref.consistency_failures(ref.load_reported(copy)) == []  # the paper can't tell
+    problems = ref.check_checksums(copy)
+    assert len(problems) == 1 and name in problems[0]
+
+
+@pytest.mark.parametrize("method,value", [("Heart-LoRA", "0.41"), ("LoRA", "1.31"),
+                                          ("Bi-LoRA", "0.12"), ("VPT-Shallow", "0.70"),
+                                          ("MoRA", "1.30")])
+def test_a_changed_size_fails_the_storage_arithmetic(tmp_path, method, value):
+    copy = _mutated(tmp_path, "table1_vtab1k.csv", method, "size_mb", value)
+    _redigest(copy)  # even with the digest updated, the arithmetic disagrees
+    assert ref.check_checksums(copy) == []
+    failed = [f for f in ref.check_sizes(ref.load_table(1, copy), ref.load_sizes(copy))
+              if f.level == "fail"]
+    assert [f.method for f in failed] == [method]
+
+
+def test_check_command_fails_on_size_and_digest(tmp_path, capsys):
+    from heartbench.report import check
+
+    copy = _mutated(tmp_path, "table1_vtab1k.csv", "Heart-LoRA", "size_mb", "0.41")
+    (tmp_path / "results").mkdir()
+    args = _args(check, "--results-dir", str(tmp_path / "results"), "--baselines", str(copy))
+    assert check.main(args) == 1
+    out = capsys.readouterr().out
+    assert "FAIL Table 1 Heart-LoRA size_mb: Size vs storage arithmetic" in out
+    assert "table1_vtab1k.csv changed since" in out
+
+
+def test_sizes_file_is_what_the_methods_store():
+    """baselines/sizes_vitb.csv against the methods themselves (torch; ViT-B on meta)."""
+    pytest.importorskip("torch")
+    import json
+
+    import torch
+
+    from heartbench.adapters import create_method
+    from heartbench.backbones import build_backbone
+    from heartbench.methods_cmd import _uninitialised_backbone
+
+    for row in rows("sizes_vitb.csv"):
+        torch.manual_seed(0)
+        backbone = _uninitialised_backbone(build_backbone, "vit_base_patch16_224", 100)
+        method = create_method(row["method"], json.loads(row["config"]))
+        method.attach(backbone)
+        method.nominal_state()
+        assert method.stored_bytes() == int(row["stored_bytes"]), row

@@ -577,7 +577,8 @@ def test_pdf_require_without_pdflatex_fails(tmp_path, monkeypatch):
 def test_report_and_results_never_import_torch():
     code = ("import sys, heartbench.results, heartbench.report.build, heartbench.report.check, "
             "heartbench.report.tables, heartbench.report.figures, heartbench.report.reference, "
-            "heartbench.report.select, heartbench.report.stats, heartbench.report.latex; "
+            "heartbench.report.select, heartbench.report.stats, heartbench.report.latex, "
+            "heartbench.report.summary; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
@@ -612,3 +613,137 @@ def test_heatmap_titles_name_panels_and_figure(tmp_path, monkeypatch):
         assert note == figures.twin_note("vtab_mini")
         assert title.endswith(": responsiveness of the q updates")
         assert title.split(":")[0] not in set(figures.SCORE_NAMES.values())
+
+
+# ---------------------------------------------------------------------------
+# check: twin summary and unreadable records
+# ---------------------------------------------------------------------------
+def _twin_results(tmp_path) -> tuple[Path, Path]:
+    records = [rec(t, "LoRA", "lora", s, 60.0 + s) for t in MINI for s in (0, 1)]
+    records += [rec("mnist", "LoRA", benchmark="fewshot_mini", group=None, shots=2, acc=30.0)]
+    results = write_all(tmp_path / "res", records)
+    summary = tmp_path / "twin_summary.csv"
+    args = parse_args(check, "--results-dir", str(results), "--summary", str(summary),
+                      "--write-summary")
+    assert check.main(args) == 0
+    return results, summary
+
+
+def _check(results: Path, summary: Path) -> int:
+    return check.main(parse_args(check, "--results-dir", str(results), "--summary",
+                                 str(summary), "--reproduce", "0"))
+
+
+def test_twin_summary_lists_every_twin_record(tmp_path, capsys):
+    results, summary = _twin_results(tmp_path)
+    listed = summary.read_text().splitlines()
+    assert len(listed) == 1 + 2 * len(MINI) + 1
+    assert _check(results, summary) == 0
+    assert "15 compared, 0 problem(s)" in capsys.readouterr().out
+
+
+def test_a_changed_twin_record_fails_naming_it(tmp_path, capsys):
+    results, summary = _twin_results(tmp_path)
+    path = next((results / "vtab_mini").glob("*.json"))
+    record = json.loads(path.read_text())
+    record["metrics"]["test_acc"] += 30.0  # what moved a twin table silently before
+    path.write_text(json.dumps(record))
+    assert _check(results, summary) == 1
+    out = capsys.readouterr().out
+    assert f"FAIL vtab_mini/{record['run_id']} (LoRA, {record['task']}" in out
+    assert f"test_acc {record['metrics']['test_acc']!r} but the summary has" in out
+
+
+def test_a_removed_or_new_twin_record_fails(tmp_path, capsys):
+    results, summary = _twin_results(tmp_path)
+    gone = next((results / "vtab_mini").glob("*.json"))
+    run_id = gone.stem
+    gone.unlink()
+    assert _check(results, summary) == 1
+    out = capsys.readouterr().out
+    assert re.search(rf"FAIL vtab_mini/{run_id} \(LoRA, \w+, seed \d\): in the twin summary "
+                     r"but no done record", out)
+    write_all(results, [rec("mnist", "LoRA", "lora", 7, 61.0)])
+    assert _check(results, summary) == 1
+    assert "seed 7): not in the twin summary" in capsys.readouterr().out
+
+
+def test_truncated_record_fails_check(tmp_path, capsys):
+    results, summary = _twin_results(tmp_path)
+    (results / "vtab_mini" / "0123456789abcdef.json").write_text('{"schema": 1, "run_')
+    assert _check(results, summary) == 1
+    out = capsys.readouterr().out
+    assert "FAIL unreadable record" in out and "0123456789abcdef.json" in out
+
+
+def test_default_summary_only_for_the_checkouts_results(tmp_path):
+    assert check.default_summary(tmp_path, None) is None
+    path = check.default_summary(ROOT / "results", None)
+    assert path == ROOT / "baselines" / "twin_summary.csv"
+
+
+def test_committed_summary_matches_committed_records():
+    """The committed twin records and baselines/twin_summary.csv agree (as `check` sees it)."""
+    from heartbench.report import summary
+
+    if not (ROOT / "results" / "vtab_mini").is_dir():
+        pytest.skip("no committed twin records")
+    loaded = load_records(ROOT / "results")
+    listed = summary.load(ROOT / "baselines" / "twin_summary.csv")
+    suites = {p.name for p in (ROOT / "results").iterdir() if p.is_dir()}
+    assert summary.compare(loaded.done, listed, suites) == []
+
+
+# ---------------------------------------------------------------------------
+# Default benchmarks, twin labels, figure scales
+# ---------------------------------------------------------------------------
+def test_default_tables_leave_smoke_results_out(tmp_path):
+    results = write_all(tmp_path / "res", [rec(t, seed=s, benchmark="synth", suite="smoke")
+                                           for t in MINI for s in (0, 1)])
+    out = tmp_path / "paper"
+    result = build.build(results, out, pdf="skip")
+    assert not list(out.glob("*synth*")) and not list(out.glob("fig*"))
+    assert any("synth" in m and "--benchmarks" in m for m in result.messages)
+    assert "synth" not in (out / "preview.tex").read_text()
+    build.build(results, out, pdf="skip", figures=False, benchmarks=("synth",))
+    assert (out / "table1_synth.tex").exists()
+
+
+def test_twin_figures_are_labelled_in_image_and_caption(tmp_path):
+    made, _ = figures.build_figures(figure_records(), tmp_path)
+    for fig in made:
+        assert fig.number == "T" + fig.stem[3], fig.stem
+        assert fig.caption.startswith("\\textbf{CPU twin, not the paper's data}")
+
+
+def test_signed_scores_use_a_diverging_scale_centred_at_zero():
+    outlier = np.array([[1.0, 2.0, -1.5], [0.5, -50.0, 1.0]])
+    cmap, norm, what = figures.colour_scale(outlier)
+    assert cmap == "RdBu_r" and what == "signed"
+    assert norm(0.0) == pytest.approx(0.5)  # zero is the centre colour
+    assert norm(-50.0) == pytest.approx(0.0) and norm(50.0) == pytest.approx(1.0)
+    # The outlier does not wash out the rest: 2.0 sits well away from white (linear scaling
+    # by the outlier would put it at 0.52).
+    assert norm(2.0) > 0.7 and norm(-1.5) < 0.3
+    cmap, norm, what = figures.colour_scale(np.array([[0.2, 0.4], [0.3, 0.5]]))
+    assert (cmap, what, norm.vmin, norm.vmax) == ("Blues", "min-max", 0.2, 0.5)
+
+
+def test_ne_curves_use_one_seed_set(tmp_path):
+    # ne = 3 has three seeds (mean 71.5), the other ne values seed 0 only: the curve uses
+    # seed 0 everywhere (81.9 at ne = 3), not a three-seed mean beside single seeds.
+    records = [rec("histology", "Heart-LoRA", "heart_lora", s, a, config={**HEART, "ne": 3})
+               for s, a in ((0, 81.9), (1, 69.4), (2, 63.2))]
+    records += [rec("histology", "Heart-LoRA", "heart_lora", 0, a, grid={"ne": ne}, config=HEART)
+                for ne, a in ((0, 77.4), (1, 81.4), (5, 85.3))]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    seeds, extra = figures._draw_ne(ax, records, "histology")
+    xs, ys = ax.lines[0].get_data()
+    plt.close(fig)
+    assert seeds == frozenset({0}) and extra
+    assert dict(zip(xs, ys, strict=True)) == {0: 77.4, 1: 81.4, 3: 81.9, 5: 85.3}

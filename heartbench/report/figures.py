@@ -462,21 +462,25 @@ def _score_map(record: dict, score: str) -> Any | None:
     return np.array(rows, dtype=float)
 
 
-def colour_scale(matrix: Any) -> tuple[str, float, float, str]:
-    """(colour map, vmin, vmax, what the scale is) for one map.
+def colour_scale(matrix: Any) -> tuple[str, Any, str]:
+    """(colour map, matplotlib norm, what the scale is) for one map.
 
-    Signed scores (the Taylor score can be negative): a diverging map centred at zero with
-    limits at +-the 99th percentile of |score| (beyond: the end colours), so one outlier does
-    not wash out the rest. Non-negative scores: min-max per map.
+    Signed scores (the Taylor score can be negative): a diverging map centred at zero on a
+    symmetric log scale (linear within +-the median |score|, logarithmic beyond, limits
+    +-max |score|), so one outlier neither washes out the rest nor is clipped. Non-negative
+    scores (weight / gradient L2): min-max per map.
     """
     import numpy as np
+    from matplotlib.colors import Normalize, SymLogNorm
 
     low = float(np.nanmin(matrix))
     if low < 0:
-        limit = float(np.nanpercentile(np.abs(matrix), 99)) or float(np.nanmax(np.abs(matrix)))
-        return "RdBu_r", -limit, limit, "signed, 0 = white"
+        magnitude = np.abs(matrix[np.isfinite(matrix)])
+        limit = float(magnitude.max())
+        linthresh = float(np.median(magnitude[magnitude > 0])) if (magnitude > 0).any() else 1.0
+        return "RdBu_r", SymLogNorm(linthresh, vmin=-limit, vmax=limit, base=10), "signed"
     high = float(np.nanmax(matrix))
-    return "Blues", low, high if high > low else low + 1.0, "min-max"
+    return "Blues", Normalize(low, high if high > low else low + 1.0), "min-max"
 
 
 def _map_records(records: list[dict], scores: tuple[str, ...]) -> dict[str, dict[str, dict]]:
@@ -506,21 +510,24 @@ def _heatmaps(panels: list[tuple[str, Any]], out: Path, stem: str, benchmark: st
         fig, axes = plt.subplots(1, len(panels), figsize=(COLUMN_WIDTH_IN + 0.4, 1.95),
                                  sharey=True, squeeze=False, layout="constrained")
         for ax, (panel_title, matrix) in zip(axes[0], panels, strict=True):
-            cmap, vmin, vmax, what = colour_scale(matrix)
+            cmap, norm, what = colour_scale(matrix)
             scales.append(what)
-            image = ax.imshow(matrix, origin="lower", cmap=cmap, vmin=vmin, vmax=vmax,
+            image = ax.imshow(matrix, origin="lower", cmap=cmap, norm=norm,
                               aspect="auto", interpolation="nearest")
             layers, heads = matrix.shape
             ax.set_title(panel_title)
             ax.set_xlabel("head")
             ax.set_xticks(range(0, heads, max(1, heads // 4)))
             ax.set_yticks(range(0, layers, max(1, layers // 6)))
-            bar = fig.colorbar(image, ax=ax, location="bottom", fraction=0.08, pad=0.02,
-                               extend="both" if vmin < 0 else "neither")
+            bar = fig.colorbar(image, ax=ax, location="bottom", fraction=0.08, pad=0.02)
             bar.ax.tick_params(labelsize=4.5)
             bar.ax.xaxis.get_offset_text().set_fontsize(4.5)
-            bar.locator = MaxNLocator(3)
-            bar.update_ticks()
+            if what == "signed":  # zero and the two limits
+                bar.set_ticks([norm.vmin, 0.0, norm.vmax],
+                              labels=[f"{norm.vmin:.1e}", "0", f"{norm.vmax:.1e}"])
+            else:
+                bar.locator = MaxNLocator(3)
+                bar.update_ticks()
         axes[0][0].set_ylabel("layer")
         _mark(fig, benchmark, title)
         _save(fig, out, stem)
@@ -532,8 +539,9 @@ def _scale_text(scales: list[str]) -> str:
     if all(s == "min-max" for s in scales):
         return "colour: min-max per map (darker = more responsive)"
     return ("colour: signed scores on a diverging scale centred at zero (red positive, blue "
-            "negative), limits at $\\pm$ the 99th percentile of |score| of each map (beyond: "
-            "the end colours); non-negative scores min-max per map")
+            "negative, white 0), symmetric-log (linear up to the median $|$score$|$ of the map, "
+            "logarithmic beyond, limits $\\pm$ its largest $|$score$|$); non-negative scores "
+            "min-max per map")
 
 
 def fig6(records: list[dict], out: Path) -> list[Figure]:

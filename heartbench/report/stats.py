@@ -199,15 +199,18 @@ def _block(table: int, benchmark: str, task_group: dict[str, str],
     )
 
 
+CHANCE_MARGIN = 3.0  # points
+
+
 def _chance_tasks(rows: list[MeasuredRow], recs: list[dict]) -> dict[str, float]:
-    """Tasks where every row's mean is within one point of chance (100 / classes)."""
+    """Tasks where every row's mean is within CHANCE_MARGIN points of chance (100 / classes)."""
     classes = {r["task"]: r.get("num_classes") for r in recs}
     out = {}
     for task, n in sorted(classes.items()):
         if not isinstance(n, int) or n < 2:
             continue
         means = [row.cells[task].mean for row in rows if task in row.cells]
-        if means and all(abs(m - 100 / n) <= 1.0 for m in means):
+        if means and all(abs(m - 100 / n) <= CHANCE_MARGIN for m in means):
             out[task] = 100 / n
     return out
 

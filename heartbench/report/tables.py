@@ -63,7 +63,13 @@ from heartbench.report.latex import (
     tex,
 )
 from heartbench.report.select import BENCHMARK_NAMES, PAPER_BENCHMARK
-from heartbench.report.stats import Deviation, MeasuredBlock, build_blocks, deviations
+from heartbench.report.stats import (
+    CHANCE_MARGIN,
+    Deviation,
+    MeasuredBlock,
+    build_blocks,
+    deviations,
+)
 
 TABLE_NUMBERS: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
 PROTOCOL_TEXT: dict[str, str] = {
@@ -154,7 +160,8 @@ def block_description(block: MeasuredBlock) -> str:
                  f"{'; '.join(PROTOCOL_TEXT.get(p, p) for p in block.protocols)}.")
     if block.chance:
         tasks = ", ".join(f"{tex(t)} ({v:.1f}\\%)" for t, v in block.chance.items())
-        parts.append(f"At chance level for every row: {tasks}.")
+        parts.append(f"Within {CHANCE_MARGIN:g} points of chance (100 / classes) for every row: "
+                     f"{tasks}.")
     if block.table == 1:
         parts.append("Size: MB = $2^{20}$ bytes of stored adapter, head excluded.")
     return " ".join(parts)
