@@ -29,14 +29,9 @@ def check_inputs(suite: Any, runs: list[Any]) -> None:
     from heartbench.data.tasks import is_fewshot
 
     tasks = sorted({r.task for r in runs})
-    if suite.benchmark == "synth" and not Path(suite.data_root).exists():
-        # Synthetic data is deterministic and cheap: make it rather than fail.
-        from heartbench.data.synth import write_synth
-
-        print(f"writing the synthetic dataset to {suite.data_root} (first use)")
-        write_synth(suite.data_root)
-    if suite.benchmark in ("vtab_mini", "fewshot_mini"):
-        # The twins are deterministic, built from installed packages: make what is missing.
+    if suite.benchmark in ("synth", "vtab_mini", "fewshot_mini"):
+        # Synthetic and twin data are deterministic, made from installed packages: write
+        # each missing task rather than fail (a whole folder or none, if interrupted).
         from heartbench.data.twin import ensure_twin_task
 
         for task in tasks:

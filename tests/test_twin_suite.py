@@ -49,7 +49,8 @@ def test_every_twin_suite_uses_data_heartbench_can_write(name: str) -> None:
 
 
 @pytest.mark.parametrize("name,task", [("vtab_mini_quick.toml", "digits8"),
-                                       ("fewshot_mini.toml", "digits8")])
+                                       ("fewshot_mini.toml", "digits8"),
+                                       ("smoke.toml", "stripes")])
 def test_a_twin_suite_writes_its_missing_data_before_running(
         tmp_path: Path, capsys: pytest.CaptureFixture, name: str, task: str) -> None:
     """What `run` checks before anything starts: a missing twin task is written (and said
