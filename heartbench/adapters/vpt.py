@@ -29,9 +29,9 @@ see it; forward pre-hooks on the blocks do the insertion/replacement. The hooks 
 ``functools.partial`` objects of module-level functions, so a deep copy of an attached
 model stays consistent.
 
-Backbones: ViT only (timm ``VisionTransformer``: ``blocks``, ``norm``, ``num_prefix_tokens``).
-Swin is not supported (VPT's Swin variant prompts each window: not implemented);
-``check_backbone`` raises a UserError.
+Backbones: ViT (timm ``VisionTransformer``: ``blocks``, ``norm``, ``num_prefix_tokens``) and
+Swin (timm ``SwinTransformer``: the official Swin variant, which prepends the prompts to
+every window; :mod:`heartbench.adapters.vpt_swin`).
 
 Not mergeable (prompts change the sequence, not a weight).
 
@@ -121,15 +121,25 @@ class _VPT(Method):
 
     def check_backbone(self, backbone: Backbone) -> None:
         model = backbone.model
-        if backbone.arch != "vit" or not all(hasattr(model, a) for a in
-                                              ("blocks", "norm", "num_prefix_tokens",
-                                               "patch_embed")):
-            raise UserError(f"method {self.name!r} supports ViT backbones only, not"
-                            f" {backbone.name!r} ({backbone.arch})")
+        needs = (("layers", "patch_embed", "norm", "head") if backbone.arch == "swin" else
+                 ("blocks", "norm", "num_prefix_tokens", "patch_embed"))
+        if backbone.arch not in ("vit", "swin") or not all(hasattr(model, a) for a in needs):
+            raise UserError(f"method {self.name!r} supports timm ViT and Swin backbones only,"
+                            f" not {backbone.name!r} ({backbone.arch})")
 
     def attach(self, backbone: Backbone) -> None:
         self.check_backbone(backbone)
         self.backbone = backbone
+        if backbone.arch == "swin":
+            from heartbench.adapters.vpt_swin import attach_swin_prompts
+
+            c = self.config
+            self.modules, handles = attach_swin_prompts(backbone.model, c.length, c.dropout,
+                                                        self.deep)
+            self.handles += handles
+            self._keep_encoder_eval(backbone.model)
+            self.match_mode()
+            return
         model = backbone.model
         c = self.config
         dim = model.embed_dim
@@ -154,7 +164,7 @@ class _VPT(Method):
 
     def _keep_encoder_eval(self, model: nn.Module) -> None:
         if self.config.encoder_eval:
-            prompts = [m for m in self.modules.values() if isinstance(m, PromptTokens)]
+            prompts = list(self.modules.values())
             self.handles.append(model.register_forward_pre_hook(
                 functools.partial(_encoder_eval_hook, prompts)))
 
