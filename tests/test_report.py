@@ -747,3 +747,21 @@ def test_ne_curves_use_one_seed_set(tmp_path):
     plt.close(fig)
     assert seeds == frozenset({0}) and extra
     assert dict(zip(xs, ys, strict=True)) == {0: 77.4, 1: 81.4, 3: 81.9, 5: 85.3}
+
+
+def test_swin_records_are_checked_against_table4(tmp_path, capsys):
+    """Measured vs reported covers every table with reported rows, Table 4 (Swin-B) too."""
+    table4 = ref.load_table(4)
+    heart = table4.row("heart_lora")
+    records = []
+    for task in ref.VTAB_TASKS:
+        acc = float(heart.values[ref.TASK_GROUP[task]])
+        acc += 2.0 if ref.TASK_GROUP[task] == "structured" else 0.0
+        records.append(rec(task, "Heart-LoRA", "heart_lora", 0, acc, benchmark="vtab1k",
+                           backbone="swin_base_patch4_window7_224",
+                           config={**HEART, "ratio": 0.25}))
+    results = write_all(tmp_path / "res", records)
+    assert check.main(parse_args(check, "--results-dir", str(results), "--reproduce", "0")) == 1
+    out = capsys.readouterr().out
+    assert re.search(r"T4\s+Heart-LoRA\s+structured\s+63\.40\s+61\.4\s+\+2\.00\s+1\s+BEYOND", out)
+    assert re.search(r"T4\s+Heart-LoRA\s+natural\s+82\.30\s+82\.3\s+\+0\.00\s+1\s+ok", out)

@@ -35,15 +35,22 @@ row order where the paper has the row, then by label. Tables 2, 3, 5 and 6 get a
 block only when it has their own variant (FP32, per-layer, weight/grad, front): the Full,
 LoRA and Heart-LoRA rows they repeat are not a table by themselves.
 
-Cells: per (row, task) the grid configurations (``grid``) are compared by their mean over
-seeds of the test accuracy (of the validation accuracy when the records' eval_protocol is
-"val"), the best is shown (ties: the first in sorted order), and the caption says so. A
-cell shows the mean over seeds of that configuration, "+-std" (sample std) when there are
-several seeds, and a superscript seed count where it has fewer seeds than the table. Group
-columns are means of the group's task means and Avg. is the mean of the three group means
-(the paper's way); a group with a missing task, or a missing task, is a dash. Size = mean
-over tasks of ``adapter.stored_bytes`` / 2**20 (the paper's "MB", head excluded). The best
-value of each accuracy column (as displayed) is bold within each block of rows.
+Rows and cells (:func:`heartbench.report.stats.build_blocks`): a row's seed set is the seeds
+its widest configuration per task has in common over its tasks. Each distinct seed set of a
+table's rows makes one block, widest first, with every row that has at least those seeds,
+restricted to exactly them: every cell of a block has the block's seed count, and a cell's
+grid configuration is chosen only among configurations that have all of them (on the mean
+val200 accuracy when every record ran under the ``val`` protocol, else on the mean test
+accuracy, the paper's way; the caption says which). On a twin benchmark each block is its
+own table, numbered T<n> (T<n>a, T<n>b, ... for several seed sets: ``table<n>_<bench>.tex``,
+then ``table<n>_<bench>_seed0.tex`` ...); a twin ablation table (2, 3, 5, 6) shows the tasks
+its variant has, per task, with Avg. over those. A cell shows the mean over seeds and
+"+-std" (sample std) with several seeds. Group columns are means of the group's task means
+and Avg. is the mean of the three group means (the paper's way); a missing task or group is
+a dash. Size = mean over tasks of ``adapter.stored_bytes`` / 2**20 (the paper's "MB", head
+excluded). Reported rows carry the paper's own bold (``bold`` column of baselines/);
+measured rows bold the best displayed value of each column within their block, as their
+caption says.
 """
 
 from __future__ import annotations
