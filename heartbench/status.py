@@ -199,8 +199,8 @@ FINAL = ("done", "failed", "cancelled")
 
 
 class Progress:
-    """Runs done / running / failed / left with an ETA: a tqdm bar on a terminal; on a
-    log (not a TTY) one line per finished run and per requeue, nothing else."""
+    """Runs done / running / failed / left (yet to start) with an ETA: a tqdm bar on a
+    terminal; on a log (not a TTY) one line per finished run and per requeue, nothing else."""
 
     def __init__(self, total: int, labels: dict[str, str], stream: Any = None) -> None:
         self.stream = stream or sys.stdout
@@ -213,7 +213,7 @@ class Progress:
 
             self.bar = tqdm(total=total, unit="run", file=self.stream, dynamic_ncols=True,
                             bar_format="{l_bar}{bar}| {n}/{total} [{elapsed}<{remaining}]"
-                                       " {postfix}")
+                                       "{postfix}")
 
     def update(self, states: dict[str, RunState]) -> None:
         counts: dict[str, int] = {}
@@ -246,7 +246,7 @@ class Progress:
     @staticmethod
     def _counts(counts: dict[str, int]) -> str:
         order = ("done", "running", "pending", "requeued", "failed", "cancelled")
-        left = sum(v for k, v in counts.items() if k not in FINAL)
+        left = sum(v for k, v in counts.items() if k not in FINAL and k != "running")
         parts = [f"{counts[k]} {k}" for k in order if counts.get(k)]
         return ", ".join(parts + [f"{left} left"])
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -99,7 +101,12 @@ def test_local_run_writes_records_then_skips(tmp_path: Path, synth_root: Path,
     leftovers = [p.name for p in (results / "mini").iterdir()
                  if p.suffix not in (".json", ".safetensors") and p.name != ".submitit"]
     assert leftovers == []
-    capsys.readouterr()
+    # Not a terminal: one line per finished run, numbered, then the summary.
+    out = capsys.readouterr().out
+    finished = re.findall(r"(?m)^\[(\d)/3\] done ([0-9a-f]{16}) (\w+) ([\w-]+)$", out)
+    assert [int(n) for n, *_ in finished] == [1, 2, 3], out
+    assert {run_id for _, run_id, *_ in finished} == {p.stem for p in (results / "mini").glob("*.json")}
+    assert out.rstrip().endswith("finished: 3 done, 0 failed, 0 skipped")
     mtimes = {p: p.stat().st_mtime_ns for p in (results / "mini").glob("*.json")}
     assert cli(["run", str(suite), "--executor", "local", "--results-dir", str(results)]) == 0
     assert "3 already done, 0 to run" in capsys.readouterr().out
@@ -281,3 +288,30 @@ def test_best_of_test_reports_the_maximum_of_periodic_tests(tmp_path: Path, synt
         assert None not in evals and len(evals) == 4
         assert record["metrics"]["test_acc"] == max(evals)
         assert record["metrics"]["final_test_acc"] == evals[-1]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_on_a_terminal_counts_runs_by_state() -> None:
+    """On a terminal: one bar, runs finished / total, and the counts of every state (done,
+    running, pending, requeued, failed, cancelled, left); failures also get a line."""
+    from heartbench.status import Progress, RunState
+
+    screen = _Terminal()
+    progress = Progress(5, {f"r{i}": f"task{i} LoRA" for i in range(5)}, stream=screen)
+    progress.update({"r0": RunState("done"), "r1": RunState("running"),
+                     "r2": RunState("pending"), "r3": RunState("requeued", "job 7_3"),
+                     "r4": RunState("pending")})
+    assert "1/5" in screen.getvalue()
+    assert "1 done, 1 running, 2 pending, 1 requeued, 3 left" in screen.getvalue()
+    progress.update({"r0": RunState("done"), "r1": RunState("failed", "epoch 2: loss is nan"),
+                     "r2": RunState("done"), "r3": RunState("cancelled", "job 7_3 was cancelled"),
+                     "r4": RunState("running")})
+    progress.close()
+    text = screen.getvalue()
+    assert "4/5" in text and "2 done, 1 running, 1 failed, 1 cancelled, 0 left" in text
+    assert "failed r1 task1 LoRA: epoch 2: loss is nan" in text
+    assert "cancelled r3 task3 LoRA: job 7_3 was cancelled" in text

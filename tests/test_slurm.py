@@ -60,7 +60,7 @@ lr = 5e-3
 [launcher]
 executor = "slurm"
 cpus_per_task = 1
-timeout_min = 10
+timeout_min = 20
 {extra}
 
 [[methods]]
@@ -145,7 +145,10 @@ def worker_pid(results: Path) -> int | None:
             text = cmdline.read_bytes()
         except OSError:
             continue
-        if b"submitit.core._submit" in text and str(results).encode() in text:
+        argv = text.split(b"\0")
+        # The Python process itself, not the srun that started it (same arguments after it).
+        if (b"python" in Path(argv[0].decode(errors="replace")).name.encode()
+                and b"submitit.core._submit" in argv and str(results).encode() in text):
             return int(cmdline.parent.name)
     return None
 
@@ -311,11 +314,16 @@ def test_smoke_subset_as_one_array_equals_local(cluster: str, tmp_path: Path,
 # ---------------------------------------------------------------------------
 # Interruptions: each ends in the uninterrupted run's record
 # ---------------------------------------------------------------------------
-def interrupt_and_finish(tmp_path: Path, synth_root: Path,
-                         interrupt: Callable[[str, int], None]) -> tuple[str, str, Path]:
+def interrupt_and_finish(tmp_path: Path, synth_root: Path, interrupt: Callable[[str, int], None],
+                         extra: str = "", once: bool = True) -> tuple[str, str, Path]:
+    """``once``: exactly one resume (a short time limit may requeue a slow restart again)."""
     from heartbench.suite import load_suite
 
     suite = write_suite(tmp_path, "interrupt", synth_root)
+    if extra:  # a launcher key of LONG set otherwise
+        key = extra.split("=")[0].strip()
+        suite.write_text(re.sub(rf"(?m)^{key} = .*\n", "", suite.read_text(), count=1))
+        suite.write_text(suite.read_text().replace("[launcher]", f"[launcher]\n{extra}"))
     run_id = load_suite(suite).runs[0].run_id
     results = tmp_path / "results"
     proc = heartbench("run", str(suite), "--results-dir", str(results))
@@ -327,8 +335,8 @@ def interrupt_and_finish(tmp_path: Path, synth_root: Path,
     assert re.search(rf"\[0/1\] requeued {run_id} colors Heart-LoRA", out), out
     log = job_logs(results)
     resumed = re.findall(rf"resuming from {run_id}\.final\.ckpt(?:\.prev)? after epoch (\d+)", log)
-    assert len(resumed) == 1 and 2 <= int(resumed[0]) < 8, log
-    assert trainings(log) == [run_id, run_id], log
+    assert (len(resumed) == 1 or not once) and 2 <= int(resumed[0]) < 8, log
+    assert trainings(log) == [run_id] * (len(resumed) + 1), log
     assert leftovers(results / "interrupt") == []
     return log, out, results
 
@@ -362,18 +370,15 @@ def test_preemption_signal_requeues_and_resumes_exactly(
 def test_time_limit_requeues_and_resumes_exactly(
         cluster: str, tmp_path: Path, synth_root: Path,
         reference: Callable[[], dict[str, Any]]) -> None:
+    """A real time limit (timeout_min = 3, the least `run` accepts): Slurm sends USR2 90 s
+    before it; submitit, judging the job timed out, checkpoints and requeues it."""
     def time_limit(job: str, pid: int) -> None:
-        elapsed = subprocess.run(["squeue", "-h", "-j", job, "-o", "%M"], capture_output=True,
-                                 text=True).stdout.strip()
-        minutes = sum(int(x) * 60 ** i for i, x in enumerate(reversed(elapsed.split(":")))) // 60
-        # 60-120 s left: Slurm sends USR2 (90 s before the limit) within its next check.
-        subprocess.run(["scontrol", "update", f"JobId={job}", f"TimeLimit={minutes + 2}"],
-                       check=True)
         wait_for("the time limit's SIGUSR2", lambda: signal_pending(pid, signal.SIGUSR2))
         thaw(pid)
-        release_when_requeued(job, also=("TimeLimit=10",))
+        release_when_requeued(job)
 
-    log, _, results = interrupt_and_finish(tmp_path, synth_root, time_limit)
+    log, _, results = interrupt_and_finish(tmp_path, synth_root, time_limit,
+                                           extra="timeout_min = 3", once=False)
     assert "this job is timed-out" in log, log
     assert "Traceback" not in log, log  # scontrol's own SIGTERM is no crash of the run
     assert comparable(only_record(results, "interrupt")) == comparable(reference())
@@ -428,7 +433,7 @@ def one_line_exit_2(args: list[str], env: dict[str, str] | None = None) -> str:
 def test_impossible_request_is_one_line_and_leaves_nothing(
         cluster: str, tmp_path: Path, synth_root: Path, extra: str, key: str) -> None:
     text = LONG.format(name="bad", data=synth_root, extra="").replace("cpus_per_task = 1\n", "")
-    text = text.replace("timeout_min = 10\n", "").replace("[launcher]", f"[launcher]\n{extra}")
+    text = text.replace("timeout_min = 20\n", "").replace("[launcher]", f"[launcher]\n{extra}")
     suite = tmp_path / "bad.toml"
     suite.write_text(text)
     results = tmp_path / "results"
