@@ -765,3 +765,13 @@ def test_swin_records_are_checked_against_table4(tmp_path, capsys):
     out = capsys.readouterr().out
     assert re.search(r"T4\s+Heart-LoRA\s+structured\s+63\.40\s+61\.4\s+\+2\.00\s+1\s+BEYOND", out)
     assert re.search(r"T4\s+Heart-LoRA\s+natural\s+82\.30\s+82\.3\s+\+0\.00\s+1\s+ok", out)
+
+
+def test_a_row_without_a_common_seed_is_named(tmp_path):
+    records = [rec("mnist", "Bi-LoRA", "bilora", 0, 50.0), rec("histology", "Bi-LoRA", "bilora", 1, 60.0)]
+    records += [rec(t, "LoRA", "lora", 0, 55.0) for t in ("mnist", "histology")]
+    result = build.build(write_all(tmp_path / "res", records), tmp_path / "out",
+                         figures=False, pdf="skip")
+    assert "not shown: Table 1 [VTAB-mini twin]: Bi-LoRA (bilora): no seed common to all its " \
+        "tasks" in result.messages
+    assert "Bi-LoRA" not in table_rows((tmp_path / "out" / "table1_vtab_mini.tex").read_text())

@@ -109,6 +109,10 @@ def build(results_dir: Path, out: Path, source: str = "both", baselines_dir: Pat
         result.messages.append(f"skipped {path}: {reason}")
     for line in select.unplaced(records):
         result.messages.append(f"in no table: {line}")
+    from heartbench.report.stats import rows_without_common_seed
+
+    for line in rows_without_common_seed(records):
+        result.messages.append(f"not shown: {line}")
 
     generated: list[str] = []
     models = tables.table_models(records, reported, source=source, tolerance=tolerance)

@@ -142,6 +142,8 @@ def check_measured(records: list[dict], reported: Any, tolerance: float) -> tupl
                      "as Figure 2")
     for line in select.unplaced(records):
         lines.append(f"  not compared: in no table: {line}")
+    for line in stats.rows_without_common_seed(records):
+        lines.append(f"  not compared: {line}")
     return lines, not beyond
 
 

@@ -164,6 +164,22 @@ def build_blocks(records: list[dict],
     return blocks
 
 
+def rows_without_common_seed(records: list[dict]) -> list[str]:
+    """Rows left out of every table: no seed is common to all their tasks (one line each)."""
+    placed: dict[tuple[int, str], list[dict]] = defaultdict(list)
+    for r in records:
+        if test_acc(r) is not None:
+            for table in tables_for(r):
+                placed[(table, r["benchmark"])].append(r)
+    out = []
+    for (table, benchmark), recs in sorted(placed.items()):
+        for (key, label, _), per_task in sorted(_rows_by_ident(recs).items()):
+            if not row_seed_set(per_task):
+                out.append(f"Table {table} [{BENCHMARK_NAMES.get(benchmark, benchmark)}]: "
+                           f"{label} ({key}): no seed common to all its tasks")
+    return out
+
+
 def _block(table: int, benchmark: str, task_group: dict[str, str],
            by_row: dict[tuple[str, str, str], dict[str, list[dict]]],
            seed_sets: dict[tuple[str, str, str], frozenset], seeds: frozenset,
