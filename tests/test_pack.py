@@ -233,6 +233,34 @@ def test_launcher_pack_must_be_positive(tmp_path: Path, synth_root: Path) -> Non
         load_suite(path)
 
 
+def test_a_pack_interrupted_between_its_runs_checkpoints_resumes_at_their_common_epoch(
+        tmp_path: Path, synth_root: Path, weights: dict[str, Path],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    _, specs = specs_for(tmp_path, synth_root, "heart_lora", "rank = 8, ne = 5",
+                         weights=weights["vit_test"], batches=2)
+    ckpts = [tmp_path / f"{s.run_id}.final.ckpt" for s in specs]
+    whole = pack.train_pack(specs, [None] * len(specs))
+    save, calls = tr.save_checkpoint, []
+
+    def crash_on_fifth(path: Path, state: dict[str, Any]) -> None:
+        calls.append(path)
+        if len(calls) == 5:  # epoch 1 written for run 0 only: a kill mid-way
+            raise KeyboardInterrupt
+        save(path, state)
+
+    monkeypatch.setattr(tr, "save_checkpoint", crash_on_fifth)
+    with pytest.raises(KeyboardInterrupt):
+        pack.train_pack(specs, ckpts)
+    monkeypatch.setattr(tr, "save_checkpoint", save)
+    assert [torch.load(c, weights_only=False)["epoch"] for c in ckpts] == [1, 0, 0]
+    resumed = pack.train_pack(specs, ckpts)  # run 0 falls back to its .prev (epoch 0)
+    for a, b in zip(whole, resumed):
+        assert a.outcome["history"] == b.outcome["history"]
+        mine, theirs = (tr.trainable_state(r.backbone, r.method) for r in (a, b))
+        assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+        assert a.method.record_extras() == b.method.record_extras()
+
+
 def _run(suite: Path, results: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "heartbench", "run", str(suite),
@@ -255,7 +283,7 @@ def test_packed_worker_killed_after_a_checkpoint_resumes_to_the_same_result(
     assert proc.wait(timeout=900) == 0, proc.stdout.read() if proc.stdout else ""
     proc = _run(suite, killed)
     deadline = time.time() + 600
-    while not list(killed.rglob("*.final.ckpt")):  # the first checkpoint of the pack
+    while len(list(killed.rglob("*.final.ckpt"))) < len(specs):  # the pack's first epoch
         assert proc.poll() is None and time.time() < deadline, "no checkpoint appeared"
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)  # the launcher and its local worker, mid-run

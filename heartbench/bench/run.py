@@ -13,6 +13,7 @@ from heartbench.bench.cases import build_cases, build_workload
 from heartbench.bench.estimate import suite_estimate
 from heartbench.bench.inference import forward_flops_per_image, inference
 from heartbench.bench.loading import data_throughput
+from heartbench.bench.packing import step_per_run
 from heartbench.bench.precision import precision_steps
 from heartbench.bench.report import case_row, meta, method_rows, noise, peft_section, targets
 from heartbench.bench.scoring import scoring
@@ -69,6 +70,10 @@ def run(settings: Settings) -> dict[str, Any]:
     if settings.precisions:
         log(f"step time per precision ({settings.elapsed():.0f} s so far) ...")
         report["precision"] = precision_steps(settings, work, methods)
+    if settings.pack:
+        log(f"packed runs, K = {settings.pack} ({settings.elapsed():.0f} s so far) ...")
+        report["packing"] = step_per_run(settings.backbone_name, "lora", None, settings.pack,
+                                         settings.batch, settings.reps, settings.device)
     report["targets"] = targets(report)
     report["meta"]["elapsed_s"] = settings.elapsed()
     return report

@@ -55,6 +55,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also time the training step of every method in each of these"
                              f" precisions (comma-separated, of {', '.join(PRECISIONS)};"
                              " bf16 = torch.autocast); default: not measured")
+    parser.add_argument("--pack", type=int, default=0, metavar="K",
+                        help="also time LoRA's step per run with K runs packed into one model"
+                             " (heartbench/pack.py) against K one by one; default: not measured")
+
+
+def _pack(k: int) -> int:
+    if k < 0 or k == 1:
+        raise UserError(f"--pack must be 0 (off) or >= 2 runs, got {k}")
+    return k
 
 
 def check_out(out: Path) -> Path:
@@ -113,6 +122,7 @@ class Settings:
     profile: str | None
     out: Path
     precisions: list[str] = field(default_factory=list)
+    pack: int = 0
     started: float = field(default_factory=time.time)
     omp_note: str = field(
         default_factory=lambda: f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
@@ -142,7 +152,7 @@ class Settings:
                    device=_device(args.device), name=name, quick=quick,
                    methods=selected_methods(args.methods), no_peft=bool(args.no_peft),
                    gpu_tflops=args.gpu_tflops, profile=args.profile, out=check_out(args.out),
-                   precisions=precisions)
+                   precisions=precisions, pack=_pack(getattr(args, "pack", 0)))
 
     def log(self, message: str) -> None:
         print(message, flush=True)
