@@ -237,6 +237,17 @@ def test_trap_messages() -> None:
     with pytest.raises(UserError, match=r"cifar: TFDS cifar100:3.0.3 has split sizes train 49000"
                                         r" \(expected 50000\)"):
         prep.check_sizes(VTAB1K["cifar"], {"train": 49000, "test": 10000}, "3.0.3")
+    with pytest.raises(UserError, match=r"dmlab: TFDS dmlab:2.0.1 gives lists of test 22000"
+                                        r" \(expected 22735\)"):
+        prep.check_sizes(VTAB1K["dmlab"], {"train": 1000, "validation": 300, "test": 22000},
+                         "2.0.1")
+    with pytest.raises(UserError, match=r"gives lists of val200 None \(expected 200\), train800val200 None"):  # no validation split
+        prep.check_sizes(VTAB1K["dmlab"], {"train": 1000, "test": 22735}, "2.0.1")
+    # Only sizes that place a boundary or a list length matter: dmlab's train size does not.
+    prep.check_sizes(VTAB1K["dmlab"], {"train": 1000, "validation": 300, "test": 22735}, "2.0.1")
+    prep.check_sizes(VTAB1K["smallnorb_ele"], {"train": 24300, "test": 24300}, "2.0.0")
+    with pytest.raises(UserError, match="test 24000"):
+        prep.check_sizes(VTAB1K["smallnorb_ele"], {"train": 24300, "test": 24000}, "2.0.0")
 
 
 class _Split:

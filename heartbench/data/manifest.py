@@ -13,6 +13,8 @@ Where the numbers come from (``SOURCES`` names them per field):
   no longer builds, google-research/task_adaptation#18);
 - TFDS split sizes of those versions: the TFDS catalogue; each test size they imply through
   the task_adaptation slices equals Table 8's (``tests/test_prepare.py`` recomputes it).
+  ``prepare`` enforces only what decides the lists: the sizes of splits sliced at an
+  offset (cifar's train[45000:45200] needs train = 50,000) and the resulting list lengths.
 - few-shot: the paper's Table 8 (val and test sizes, shots x classes), NOAH's annotation
   lists (``data/few-shot/<dataset>/annotations``).
 """
@@ -30,7 +32,8 @@ SOURCES: dict[str, str] = {
     "train800/val200/train800val200": "task_adaptation: train[:800], first 200 of the val slice",
     "splits": "task_adaptation data modules in ZhangYuanhan-AI/NOAH data/vtab-source",
     "tfds_version": "KMnP/vpt VTAB_SETUP.md (tfds 4.4.0+nightly)",
-    "tfds_sizes": "TFDS catalogue for the pinned versions",
+    "tfds_sizes": "TFDS catalogue for the pinned versions (not checkable offline: prepare"
+                  " enforces only the sizes that place a slice boundary and the list lengths)",
     "label_fn": "task_adaptation preprocess functions (clevr.py, kitti.py, dsprites.py,"
                 " smallnorb.py)",
     "image_format": "NOAH get_vtab1k.py: PIL Image.save(.jpg), quality 75 (PIL default), RGB",

@@ -272,12 +272,28 @@ def trap_message(task: VtabTask, err: BaseException, stage: str) -> str:
 
 
 def check_sizes(task: VtabTask, actual: dict[str, int], resolved: str) -> None:
-    expected = task.tfds_sizes
-    diff = {k: (actual.get(k), v) for k, v in expected.items() if actual.get(k) != v}
+    """The built TFDS splits give the standard lists: the splits whose size places a slice
+    boundary (``train[45000:45200]``, ``test[50%:]``) have the pinned size, and every list
+    has the manifest's length (Table 8's test size)."""
+    where = f"{task.name}: TFDS {task.tfds_name}:{resolved}"
+    pinned = f"the standard copy was built from version {task.tfds_version}"
+    offsets = {part[0] for spec in task.splits.values()
+               for part in parse_split(spec, task.tfds_sizes) if part[1] > 0}
+    diff = {k: (actual.get(k), task.tfds_sizes[k]) for k in sorted(offsets)
+            if actual.get(k) != task.tfds_sizes[k]}
     if diff:
         shown = ", ".join(f"{k} {a} (expected {e})" for k, (a, e) in diff.items())
-        raise UserError(f"{task.name}: TFDS {task.tfds_name}:{resolved} has split sizes {shown};"
-                        f" the standard copy was built from version {task.tfds_version}")
+        raise UserError(f"{where} has split sizes {shown}; {pinned}")
+    counts: dict[str, int | None] = {}
+    for name, spec in task.splits.items():
+        try:
+            counts[name] = split_count(spec, actual)
+        except ValueError:  # a split this TFDS version does not have
+            counts[name] = None
+    wrong = {k: (counts.get(k), n) for k, n in task.counts.items() if counts.get(k) != n}
+    if wrong:
+        shown = ", ".join(f"{k} {a} (expected {e})" for k, (a, e) in wrong.items())
+        raise UserError(f"{where} gives lists of {shown}; {pinned}")
 
 
 def tfds_source(task: VtabTask, data_dir: Path, manual_root: Path) -> tuple[Source, str, str]:
