@@ -497,9 +497,24 @@ def git_commit() -> str | None:
         return None
 
 
+# Few-shot train keys of records stored before NOAH's recipe keys (suite.FEWSHOT_RECIPE):
+# ColorJitter 0.4, no erasing, no Mixup/CutMix, plain cross-entropy.
+LEGACY_FEWSHOT_TRAIN: dict[str, Any] = {"mixup": 0.0, "cutmix": 0.0, "label_smoothing": 0.0,
+                                        "reprob": 0.0, "color_jitter": 0.4}
+
+
 def spec_from_record(record: dict[str, Any]) -> RunSpec:
+    """The record's run, its method config and few-shot train keys completed with the legacy
+    values of keys added after it was stored (adapters.base.complete_stored_config)."""
+    from heartbench.adapters.base import complete_stored_config
+
     fields = RunSpec.__dataclass_fields__
-    return RunSpec(**{k: record[k] for k in fields if k in record})
+    values = {k: record[k] for k in fields if k in record}
+    values["method_config"] = complete_stored_config(record["method"],
+                                                     record.get("method_config") or {})
+    if record.get("shots") is not None:
+        values["train"] = {**LEGACY_FEWSHOT_TRAIN, **record["train"]}
+    return RunSpec(**values)
 
 
 def rerun_record(record: dict[str, Any], data_root: str | None = None) -> float:
@@ -507,7 +522,7 @@ def rerun_record(record: dict[str, Any], data_root: str | None = None) -> float:
     spec = spec_from_record(record)
     if data_root is not None:
         spec = RunSpec(**{**spec.to_dict(), "data_root": data_root})
-    config = record["method_config"]
+    config = spec.method_config
     threads, before = record.get("threads"), torch.get_num_threads()
     if threads:  # records from before this field ran with torch's default on 2 cores
         torch.set_num_threads(int(threads))

@@ -14,6 +14,11 @@ the method's modules into the (frozen) timm model; the trainer optimises
 weights where the method allows it. ``save_adapter``/``load_adapter`` write and read only
 what the method trains (plus the head), and ``method.stored_bytes()`` is the payload of
 exactly what ``save_adapter`` writes for the method (head excluded).
+
+Stored configs (records, adapter files) hold every key their code had. When a key is added
+to change a method's behaviour, its config class names in ``legacy`` the value that gives
+the behaviour from before the key; :func:`complete_stored_config` fills a stored config
+that lacks the key with it, so an old record reruns as it ran, never with the new default.
 """
 
 from __future__ import annotations
@@ -39,6 +44,10 @@ class NotMergeable(Exception):
 @dataclass
 class MethodConfig:
     """Base class of every method's config; subclasses add fields with defaults."""
+
+    # Values for keys missing from configs stored before the key existed: what reproduces
+    # the old behaviour (the dataclass default is what new runs get). Subclasses extend it.
+    legacy: ClassVar[dict[str, Any]] = {}
 
     def __post_init__(self) -> None:
         self.validate()
@@ -471,6 +480,13 @@ def get_method_class(name: str) -> type[Method]:
     return METHODS[name]
 
 
+def complete_stored_config(name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """A stored config of method ``name`` with each missing legacy key set to its legacy
+    value (see the module docstring); keys present are kept. A new dict."""
+    legacy = get_method_class(name).config_cls.legacy
+    return {**{k: v for k, v in legacy.items() if k not in config}, **config}
+
+
 def create_method(name: str, config: dict[str, Any] | None = None, **overrides: Any) -> Method:
     """Build a method by registry name from a plain dict of config values."""
     cls = get_method_class(name)
@@ -516,7 +532,9 @@ def load_adapter(path: str | Path, backbone: Backbone) -> Method:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     if "heartbench.method" not in metadata:
         raise UserError(f"adapter file {path} was not written by heartbench (no method metadata)")
-    method = create_method(metadata["heartbench.method"], json.loads(metadata["heartbench.config"]))
+    name = metadata["heartbench.method"]
+    method = create_method(name, complete_stored_config(
+        name, json.loads(metadata["heartbench.config"])))
     method.attach(backbone)
     method.match_mode()  # a loaded adapter on an eval model must not run its dropout
     method.load_metadata({k[len("heartbench."):]: v for k, v in metadata.items()

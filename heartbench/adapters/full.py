@@ -27,7 +27,7 @@ lists Full at 327 MB.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -97,6 +97,8 @@ class FullConfig(MethodConfig):
     lr: float = 0.001  # VPT's base lr, scaled by batch_size / 256 (sgd only)
     weight_decay: float = 0.0001  # sgd only; adamw uses the trainer's
     momentum: float = 0.9
+    # Records stored before these keys used the trainer's AdamW.
+    legacy: ClassVar[dict[str, Any]] = {"optimizer": "adamw"}
 
     def validate(self) -> None:
         require(self.optimizer in OPTIMIZERS,

@@ -13,6 +13,8 @@ What each score variant reads (the same at 32 bits; they differ only for quantis
   Algorithm 1's ``get_weight(adapter)`` returns for Bi-LoRA's QLinear (a 1-bit B has nearly
   equal per-head norms, so the quantised B would pick near-arbitrary heads);
 - grad_l2: L2 norm of dL/d(latent B), the parameter's gradient (``get_grad(adapter)``);
+  ``l2_source="forward"`` reads both L2 norms from the forward B and its gradient instead
+  (what heartbench did before the key existed: the legacy value for older records);
 - front: the first ne heads; random: ne heads drawn with ``mask_seed``.
 
 When (``score_window``): ``"last_step"`` (default) reads weight and gradient once, at the
@@ -37,7 +39,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -50,6 +52,7 @@ from heartbench.errors import one_of
 SCORES = ("taylor", "neg_taylor", "abs_taylor", "weight_l2", "grad_l2", "front", "random")
 MODES = ("global", "per_layer")
 WINDOWS = ("last_step", "epoch")
+L2_SOURCES = ("latent", "forward")
 # The per-head quantities gathered from gradients; every score variant derives from them.
 RAW = ("taylor", "weight_l2", "grad_l2")
 
@@ -64,6 +67,10 @@ class HeartLoRAConfig(BiLoRAConfig):
     recompute: bool = False
     mask_seed: int = 0
     score_window: str = "last_step"  # or "epoch": the average over the last warm-up epoch
+    l2_source: str = "latent"  # B read by weight_l2/grad_l2; "forward": the quantised B
+    # Records stored before these keys scored over the epoch, with L2 on the forward B.
+    legacy: ClassVar[dict[str, Any]] = {**BiLoRAConfig.legacy, "score_window": "epoch",
+                                        "l2_source": "forward"}
 
     def validate(self) -> None:
         super().validate()
@@ -75,6 +82,8 @@ class HeartLoRAConfig(BiLoRAConfig):
             raise one_of("mode", self.mode, MODES)
         if self.score_window not in WINDOWS:
             raise one_of("score_window", self.score_window, WINDOWS)
+        if self.l2_source not in L2_SOURCES:
+            raise one_of("l2_source", self.l2_source, L2_SOURCES)
         require(self.targets != "qkv", "heart_lora needs separate targets (e.g. 'qv'), not 'qkv'")
 
 
@@ -135,6 +144,9 @@ class HeartLoRA(BiLoRA):
             w = weight.float().reshape(heads, -1)
             g = grad.float().reshape(heads, -1)
             self._keep("taylor", layer, t, (w * g).sum(dim=1))
+            if self.config.l2_source == "forward":
+                self._keep("weight_l2", layer, t, w.norm(dim=1))
+                self._keep("grad_l2", layer, t, g.norm(dim=1))
             if t == 0:
                 self.steps[layer] = self.steps[layer] + 1 if (
                     self.config.score_window == "epoch") else 1
@@ -154,7 +166,8 @@ class HeartLoRA(BiLoRA):
                 delta = self.modules[f"layer{site.layer}.{target}"]
                 args = (site.layer, t, site.num_heads)
                 delta.listener = self._listener(*args) if on else None
-                delta.latent_listener = self._latent_listener(*args) if on else None
+                latent = on and self.config.l2_source == "latent"
+                delta.latent_listener = self._latent_listener(*args) if latent else None
 
     def scores(self, kind: str | None = None) -> list[torch.Tensor]:
         """Per layer, a (targets x heads) tensor of the chosen score (per step if averaged)."""

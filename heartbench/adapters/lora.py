@@ -43,6 +43,7 @@ class LowRankDelta(Delta):
                  bits: int = 32) -> None:
         super().__init__()
         self.scale, self.bits = scale, bits
+        self.destandardise = "std"  # quant.DESTANDARDISE; Bi-LoRA's config sets it
         self.A = nn.Parameter(torch.empty(rank, d_in))
         self.B = nn.Parameter(torch.zeros(d_out, rank))
         nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))  # nn.Linear's default, as PEFT
@@ -62,7 +63,7 @@ class LowRankDelta(Delta):
     def down_weight(self) -> torch.Tensor:
         if self.loaded is not None:
             return self.loaded["A"]
-        return quant.quantize_ste(self.A, self.bits)
+        return quant.quantize_ste(self.A, self.bits, self.destandardise)
 
     def _forward_b(self) -> torch.Tensor:
         if self.loaded is not None:
@@ -70,7 +71,7 @@ class LowRankDelta(Delta):
         latent = self.B
         if self.latent_listener is not None and latent.requires_grad:
             latent = _listened(latent, self.latent_listener)
-        return quant.quantize_ste(latent, self.bits)
+        return quant.quantize_ste(latent, self.bits, self.destandardise)
 
     def up_weight(self) -> torch.Tensor:
         b = self._forward_b()
@@ -113,9 +114,10 @@ class LowRankDelta(Delta):
             a, kept_b = state["A"], state["B"]
         else:
             a = quant.unpack_matrix({"codes": state["A.codes"], "stats": state["A.stats"]},
-                                    self.bits, tuple(self.A.shape))
+                                    self.bits, tuple(self.A.shape), self.destandardise)
             kept_b = quant.unpack_matrix({"codes": state["B.codes"], "stats": state["B.stats"]},
-                                         self.bits, (len(rows), self.B.shape[1]))
+                                         self.bits, (len(rows), self.B.shape[1]),
+                                         self.destandardise)
         full_b[rows] = kept_b.to(full_b)
         with torch.no_grad():
             if self.bits == 32:

@@ -4,8 +4,10 @@ A matrix W is standardised with its own mean and std, w = (W - mean) / (std + 1e
 entry is replaced by the nearest of 2^k levels of a standard normal, the gradient passes
 straight through (STE), and the result is de-standardised with the same (not detached)
 mean and the plain std: level * std + mean, as PETL-ViT's ``QLinear.forward`` and its
-``load`` do (the 1e-5 only guards the division). The levels are the fixed point of "level = median of its cell, threshold =
-midpoint of neighbouring levels" on N(0, 1): 1 bit gives +-0.6745 = Phi^-1(0.75), 2 bits
+``load`` do (the 1e-5 only guards the division). ``destandardise="std_plus_eps"`` multiplies
+by std + 1e-5 instead: what heartbench did before (records written before Bi-LoRA's
+``destandardise`` key reproduce with it). The levels are the fixed point of "level = median
+of its cell, threshold = midpoint of neighbouring levels" on N(0, 1): 1 bit gives +-0.6745 = Phi^-1(0.75), 2 bits
 +-0.3778, +-1.2657 with thresholds 0, +-0.8217 (protocol.md).
 
 Storage: the k-bit codes packed into bytes plus the fp32 (mean, std) of the matrix.
@@ -24,11 +26,24 @@ from heartbench.errors import UserError
 
 VALID_BITS = (1, 2, 4, 8, 32)
 EPS = 1e-5
+# How a level goes back to the matrix's scale: level * std + mean (the reference), or
+# level * (std + EPS) + mean (heartbench before the reference's form was adopted).
+DESTANDARDISE = ("std", "std_plus_eps")
 
 
 def check_bits(bits: int, where: str = "bits") -> None:
     if bits not in VALID_BITS:
         raise UserError(f"{where}: {bits!r} is not supported; expected one of {VALID_BITS}")
+
+
+def destandardised(levels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                   destandardise: str = "std") -> torch.Tensor:
+    """Levels back on the matrix's scale (see :data:`DESTANDARDISE`)."""
+    if destandardise == "std_plus_eps":
+        return levels * (std + EPS) + mean
+    if destandardise != "std":
+        raise ValueError(f"destandardise must be one of {DESTANDARDISE}, got {destandardise!r}")
+    return levels * std + mean
 
 
 @cache
@@ -67,7 +82,7 @@ def codes_of(normalised: torch.Tensor, bits: int) -> torch.Tensor:
     return torch.bucketize(normalised, thresholds)
 
 
-def quantize_ste(weight: torch.Tensor, bits: int) -> torch.Tensor:
+def quantize_ste(weight: torch.Tensor, bits: int, destandardise: str = "std") -> torch.Tensor:
     """Quantise ``weight`` per matrix to ``bits`` with a straight-through gradient."""
     if bits == 32:
         return weight
@@ -76,7 +91,7 @@ def quantize_ste(weight: torch.Tensor, bits: int) -> torch.Tensor:
     hard = levels[codes_of(normalised.detach(), bits)]
     # Forward: the level; backward: identity w.r.t. the normalised weight (STE).
     quantised = hard + (normalised - normalised.detach())  # exactly `hard` in forward
-    return quantised * std + mean  # plain std, as the reference (not std + EPS)
+    return destandardised(quantised, mean, std, destandardise)
 
 
 def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
@@ -114,10 +129,10 @@ def pack_matrix(weight: torch.Tensor, bits: int, rows: torch.Tensor | None = Non
             "stats": torch.stack([mean, std]).to(torch.float32)}
 
 
-def unpack_matrix(stored: dict[str, torch.Tensor], bits: int, shape: tuple[int, int]
-                  ) -> torch.Tensor:
+def unpack_matrix(stored: dict[str, torch.Tensor], bits: int, shape: tuple[int, int],
+                  destandardise: str = "std") -> torch.Tensor:
     """The de-standardised quantised values of a stored matrix of ``shape`` (kept rows)."""
     codes = unpack_codes(stored["codes"], bits, shape[0] * shape[1]).view(shape)
     levels, _ = _tables(bits, stored["stats"])
     mean, std = stored["stats"][0], stored["stats"][1]
-    return levels[codes] * std + mean
+    return destandardised(levels[codes], mean, std, destandardise)

@@ -50,6 +50,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -64,6 +65,8 @@ class VPTConfig(MethodConfig):
     length: int = 10  # prompt tokens (per layer for vpt_deep)
     dropout: float = 0.0
     encoder_eval: bool = True  # official PromptedTransformer.train(): no drop-path
+    # Records stored before the key trained the encoder in train mode.
+    legacy: ClassVar[dict[str, Any]] = {"encoder_eval": False}
 
     def validate(self) -> None:
         require(self.length > 0, f"length must be a positive integer, got {self.length}")
