@@ -143,10 +143,19 @@ def queue(job_ids: list[str]) -> dict[str, tuple[str, str]] | None:
     except (OSError, subprocess.SubprocessError):
         return None
     if proc.returncode != 0:
-        # A job id that has aged out of the controller's memory is an error for squeue.
-        if "Invalid job id" in proc.stderr:
+        # A job id that has aged out of the controller's memory is an error for squeue:
+        # it has ended; ask for the others one by one.
+        if "Invalid job id" not in proc.stderr:
+            return None
+        if len(job_ids) == 1:
             return {}
-        return None
+        states: dict[str, tuple[str, str]] = {}
+        for job in job_ids:
+            found = queue([job])
+            if found is None:
+                return None
+            states.update(found)
+        return states
     states = {}
     for line in proc.stdout.splitlines():
         task, state, reason = (line.split("|") + ["", ""])[:3]

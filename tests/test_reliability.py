@@ -30,7 +30,7 @@ from heartbench.results import load_records
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 # Fields that differ between two executions of the same run by design.
-VOLATILE = ("created", "wall_time_s", "git_commit")
+VOLATILE = ("created", "wall_time_s", "git_commit", "peak_rss_bytes")
 
 # Heart-LoRA, because its resume state is the richest (score accumulators, head mask):
 # warm-up 2 -> scores gathered in epoch 2 and the mask applied after it. 24 short epochs
@@ -203,6 +203,8 @@ def stop_after_two_checkpoints(proc: subprocess.Popen[str], folder: Path, run_id
         pid = trainer() if ckpt.exists() and prev.exists() else None
         if pid is not None:
             os.kill(pid, signal.SIGSTOP)
+            while "\nState:\tT" not in Path(f"/proc/{pid}/status").read_text():
+                time.sleep(0.001)  # SIGSTOP lands asynchronously
             # Stopped between the two renames of a checkpoint write? Let it go on a little.
             if ckpt.exists() and prev.exists():
                 assert not (folder / f"{run_id}.json").exists(), "the run finished too early"

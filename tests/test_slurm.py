@@ -162,6 +162,7 @@ def freeze_after_two_checkpoints(results: Path, suite: str, run_id: str) -> int:
         if pid is None:
             return None
         os.kill(pid, signal.SIGSTOP)
+        wait_for("the worker to stop", lambda: is_stopped(pid))  # SIGSTOP lands asynchronously
         if ckpt.exists() and prev.exists():  # not between the two renames of a write
             assert not (folder / f"{run_id}.json").exists(), "the run finished too early"
             return pid
@@ -169,6 +170,13 @@ def freeze_after_two_checkpoints(results: Path, suite: str, run_id: str) -> int:
         return None
 
     return wait_for("a second checkpoint", stopped)
+
+
+def is_stopped(pid: int) -> bool:
+    try:
+        return "\nState:\tT" in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True  # gone: nothing left to stop
 
 
 def signal_pending(pid: int, signum: int) -> bool:
