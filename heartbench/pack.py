@@ -25,6 +25,11 @@ rounding of GEMM kernels that block differently for a larger M (tests/test_pack.
 the tolerance). Runs that cannot pack (different backbones or shapes, different frozen
 weights, the ``val`` protocol, or a packed forward that does not reproduce each run's own
 forward on a probe batch) run one by one as before.
+
+Speed: packing shares per-op overhead and kernel launches, not arithmetic (every activation
+after the first per-run module differs per run), so it pays where steps are launch-bound
+(small models or batches on a GPU) and not on an arithmetic-bound CPU step: README, "Packed
+runs", has the measurements (``python -m heartbench.bench.packing``).
 """
 
 from __future__ import annotations

@@ -137,7 +137,8 @@ pack = {pack}
 
 
 def twin_sweep(weights: str, task: str = "digits8", k: int = 3, epochs: int = 3,
-               jobs: int = 2, work: Path | None = None) -> dict[str, Any]:
+               jobs: int = 2, work: Path | None = None, packed_first: bool = False
+               ) -> dict[str, Any]:
     """Runs per hour of the sweep unpacked and packed (K seeds per pack), end to end."""
     from heartbench.data.twin import ensure_twin_task
 
@@ -145,8 +146,10 @@ def twin_sweep(weights: str, task: str = "digits8", k: int = 3, epochs: int = 3,
     data = work / "vtab-mini"
     ensure_twin_task("vtab_mini", data, task)
     out: dict[str, Any] = {"task": task, "k": k, "epochs": epochs, "jobs": jobs,
+                           "packed_first": packed_first,
                            "methods": list(TWIN_METHODS), "runs": len(TWIN_METHODS) * k}
-    for pack in (1, k):
+    # The machine is shared: run the two orders on two occasions to see the load's effect.
+    for pack in ((k, 1) if packed_first else (1, k)):
         suite = work / f"pack{pack}.toml"
         text = SUITE.format(pack=pack, data=data, task=task, seeds=list(range(k)),
                             weights=Path(weights).resolve(), epochs=epochs, jobs=jobs)
@@ -185,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--twin-weights", help="vit_mini weights: run the twin sweep too")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--packed-first", action="store_true",
+                        help="twin sweep: the packed launch before the unpacked one")
     parser.add_argument("--out", help="write the report as JSON here")
     args = parser.parse_args(argv)
     report: dict[str, Any] = {"load_avg_start": load(), "cpus": os.cpu_count(), "step": []}
@@ -195,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report["step"][-1]), flush=True)
     if args.twin_weights:
         report["twin"] = twin_sweep(args.twin_weights, k=args.k, epochs=args.epochs,
-                                    jobs=args.jobs)
+                                    jobs=args.jobs, packed_first=args.packed_first)
         print(json.dumps(report["twin"]), flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1))
