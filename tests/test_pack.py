@@ -183,6 +183,11 @@ train = { lr = 2e-2, weight_decay = 0.05 }
     runs = pack.train_pack(specs, [None] * len(specs))
     for result, run in zip(alone, runs):
         assert_same_run(result, run)
+    # One frozen backbone in memory: every frozen tensor of every run is the first run's.
+    first = dict(runs[0].backbone.model.named_parameters())
+    for run in runs[1:]:
+        for name, param in run.backbone.model.named_parameters():
+            assert param.requires_grad or param is first[name], name
 
 
 def test_runs_that_cannot_share_a_backbone_run_alone(tmp_path: Path, synth_root: Path) -> None:
