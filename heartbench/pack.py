@@ -4,7 +4,8 @@ A PETL sweep is many small runs of one task on one frozen backbone (seeds, scale
 ``ne`` grids). Packing trains K of them at once: each step concatenates the K runs'
 batches, the frozen backbone's modules run once on the whole (K x batch) tensor, and every
 module that holds per-run state runs once per run on that run's rows (:class:`Split`).
-LoRA-style deltas share even their frozen base matmul (:class:`PackedAdaptedLinear`).
+LoRA-style deltas share even their frozen base matmul (:class:`PackedAdaptedLinear`), and
+the runs' equal frozen tensors are one set in memory (:func:`share_frozen`).
 
 Each run keeps everything it has alone: its own model and method objects (built exactly
 as ``train.train_phase`` builds them, in the same order, so the global RNG stream is the
