@@ -469,8 +469,9 @@ def test_crashing_run_fails_alone_and_keeps_its_place(
 
     data = tmp_path / "data"
     shutil.copytree(synth_root, data)
-    first_image = (data / "stripes" / "train800val200.txt").read_text().split()[0]
-    truncate(data / "stripes" / first_image)
+    # Not the first image of the list: the pre-flight checks decode that one.
+    second_image = (data / "stripes" / "train800val200.txt").read_text().split()[2]
+    truncate(data / "stripes" / second_image)
     suite = write_suite(tmp_path, SHORT, name="crash", data=data, epochs=2,
                         tasks='["colors", "stripes"]')
     results = tmp_path / "results"
@@ -478,7 +479,9 @@ def test_crashing_run_fails_alone_and_keeps_its_place(
     out = capsys.readouterr().out
     assert rc == 1
     assert "finished: 1 done, 1 failed, 0 skipped" in out
-    assert re.search(r"FAILED \w+ stripes LoRA: crashed \(\w+(Error|Exception)\b.*\)", out), out
+    # The failure names the image and the exception that reading it raised.
+    assert re.search(rf"FAILED \w+ stripes LoRA: image \S*{re.escape(second_image)} cannot be"
+                     r" decoded \(\w+(Error|Exception)\b.*\)", out), out
     records = load_records(results)
     assert records.skipped == [] and [r["task"] for r in records.records] == ["colors"]
     assert [p.suffix for p in (results / "crash").glob("*.claim")] == []
