@@ -423,8 +423,13 @@ def test_scancel_then_rerun_resumes_exactly(cluster: str, tmp_path: Path, synth_
 # ---------------------------------------------------------------------------
 # Mistakes: one line, exit code 2, nothing left behind
 # ---------------------------------------------------------------------------
-def one_line_exit_2(args: list[str], env: dict[str, str] | None = None) -> str:
-    rc, out, err = finish(heartbench(*args, env=env))
+def one_line_exit_2(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """In this process (the refusals come before any job): exit code 2 and one line."""
+    from heartbench.cli import main as cli
+
+    capsys.readouterr()
+    rc = cli(args)
+    out, err = capsys.readouterr()
     lines = err.strip().splitlines()
     assert rc == 2 and len(lines) == 1 and "Traceback" not in err, out + err
     return lines[0]
@@ -439,29 +444,32 @@ def one_line_exit_2(args: list[str], env: dict[str, str] | None = None) -> str:
     ("timeout_min = 2", "launcher.timeout_min"),
 ])
 def test_impossible_request_is_one_line_and_leaves_nothing(
-        cluster: str, tmp_path: Path, synth_root: Path, extra: str, key: str) -> None:
+        cluster: str, tmp_path: Path, synth_root: Path, extra: str, key: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
     text = LONG.format(name="bad", data=synth_root, extra="").replace("cpus_per_task = 1\n", "")
     text = text.replace("timeout_min = 20\n", "").replace("[launcher]", f"[launcher]\n{extra}")
     suite = tmp_path / "bad.toml"
     suite.write_text(text)
     results = tmp_path / "results"
-    line = one_line_exit_2(["run", str(suite), "--results-dir", str(results)])
+    line = one_line_exit_2(["run", str(suite), "--results-dir", str(results)], capsys)
     assert key in line, line
     assert not (results / "bad").exists() or not any((results / "bad").rglob("*")), \
         sorted((results / "bad").rglob("*"))
 
 
-def test_jobs_option_is_refused_on_slurm(cluster: str, tmp_path: Path, synth_root: Path) -> None:
+def test_jobs_option_is_refused_on_slurm(cluster: str, tmp_path: Path, synth_root: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
     suite = write_suite(tmp_path, "jobs", synth_root)
     line = one_line_exit_2(["run", str(suite), "--jobs", "2", "--results-dir",
-                            str(tmp_path / "results")])
+                            str(tmp_path / "results")], capsys)
     assert "--jobs" in line and "launcher.runs_per_task" in line
     assert not (tmp_path / "results").exists()
 
 
 @pytest.mark.parametrize("executor", ["slurm", "auto"])
 def test_unreachable_controller_is_one_line(cluster: str, tmp_path: Path, synth_root: Path,
-                                            executor: str) -> None:
+                                            executor: str, capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """sbatch is there but no controller answers (a copy of the configuration that points
     at a port nobody listens on, so the real cluster stays up for the other tests)."""
     conf = Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")).read_text()
@@ -469,7 +477,8 @@ def test_unreachable_controller_is_one_line(cluster: str, tmp_path: Path, synth_
     dead.write_text(re.sub(r"(?m)^SlurmctldPort=.*\n", "", conf) + "SlurmctldPort=1\n")
     suite = write_suite(tmp_path, "down", synth_root)
     results = tmp_path / "results"
+    monkeypatch.setenv("SLURM_CONF", str(dead))  # for sinfo and sbatch, run from here
     line = one_line_exit_2(["run", str(suite), "--executor", executor, "--results-dir",
-                            str(results)], env={**ENV, "SLURM_CONF": str(dead)})
+                            str(results)], capsys)
     assert "no Slurm controller answers" in line and "--executor local" in line, line
     assert not results.exists()
