@@ -192,11 +192,17 @@ def test_record_stores_peak_rss_and_precision(record):
 def test_peak_rss_sees_a_large_allocation():
     from heartbench.train import peak_rss_bytes, reset_peak_rss
 
+    import mmap
+
+    # Fresh anonymous pages: an allocator may hand back memory that a freed tensor left
+    # resident (late in a long pytest session it did), which would not raise the peak.
+    size = 64 * 2**20
+    block = mmap.mmap(-1, size)
     reset_peak_rss()
     before = peak_rss_bytes()
-    block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+    block.write(b"\x01" * size)  # touch every page
     after = peak_rss_bytes()
-    del block
+    block.close()
     assert after - before >= 60 * 2**20
 
 
