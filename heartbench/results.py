@@ -222,9 +222,9 @@ def load_records(results_dir: str | Path) -> RecordSet:
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         if path.name in IGNORED_NAMES or IGNORED_DIRS.intersection(path.relative_to(root).parts):
             continue
-        # Companions, including an interrupted run's "<id>.final.ckpt.prev" / ".ckpt.tmp".
-        if path.suffix in COMPANION_SUFFIXES or (
-                path.suffix in (".prev", ".tmp") and path.with_suffix("").suffix == ".ckpt"):
+        # Companions, including an interrupted run's "<id>.final.ckpt.prev" / ".ckpt.tmp" /
+        # ".ckpt.epoch" (its progress marker, and that marker's ".tmp").
+        if path.suffix in COMPANION_SUFFIXES or _checkpoint_companion(path):
             continue
         if path.suffix != ".json":
             reason = ("temporary file of an unfinished write" if path.suffix == ".tmp"
@@ -257,3 +257,11 @@ def load_records(results_dir: str | Path) -> RecordSet:
     grid_cols = sorted(c for c in frame.columns if c.startswith("grid."))
     frame = frame[[*FRAME_COLUMNS, *grid_cols]].reset_index(drop=True)
     return RecordSet(records=records, frame=frame, skipped=skipped, paths=paths)
+
+
+def _checkpoint_companion(path: Path) -> bool:
+    """``<id>.<phase>.ckpt.{prev,tmp,epoch}`` and ``<id>.<phase>.ckpt.epoch.tmp``."""
+    stem = path.with_suffix("")
+    if path.suffix == ".tmp" and stem.suffix == ".epoch":
+        stem = stem.with_suffix("")
+    return path.suffix in (".prev", ".tmp", ".epoch") and stem.suffix == ".ckpt"

@@ -166,7 +166,9 @@ def run_states(results_dir: Path, runs: list[Any],
             continue
         holder = claim_holder(suite_dir / f"{run.run_id}.claim")
         if holder is not None:
-            states[run.run_id] = RunState("running", f"pid {holder.get('pid')} on"
+            done = epochs_done(suite_dir, run.run_id)
+            epoch = f"epoch {done}/{run.train['epochs']}, " if done is not None else ""
+            states[run.run_id] = RunState("running", f"{epoch}pid {holder.get('pid')} on"
                                           f" {holder.get('host')}", holder.get("job", ""))
             continue
         launch = (launches or {}).get(run.run_id)
@@ -190,6 +192,19 @@ def run_states(results_dir: Path, runs: list[Any],
             states[run.run_id] = RunState("pending", f"job {job} {state.lower()}, earlier runs"
                                           " of its task first", job)
     return states
+
+
+def epochs_done(suite_dir: Path, run_id: str) -> int | None:
+    """Epochs a running run has finished: its newest ``<ckpt>.epoch`` marker (written by
+    ``train.write_epoch_marker`` beside each checkpoint), or None before its first."""
+    best = None
+    for marker in suite_dir.glob(f"{run_id}.*ckpt.epoch"):
+        try:
+            done = int(marker.read_text().strip())
+        except (OSError, ValueError):  # gone (the run ended) or being replaced
+            continue
+        best = done if best is None else max(best, done)
+    return best
 
 
 # ---------------------------------------------------------------------------
@@ -226,7 +241,7 @@ class Progress:
         finished = sum(counts.get(s, 0) for s in FINAL)
         if self.bar is not None:
             self.bar.n = finished
-            self.bar.set_postfix_str(self._counts(counts), refresh=False)
+            self.bar.set_postfix_str(self._counts(counts) + self._epochs(states), refresh=False)
             self.bar.refresh()
 
     def _event(self, run_id: str, st: RunState, before: str | None) -> None:
@@ -242,6 +257,13 @@ class Progress:
                 self.bar.write(line, file=self.stream)
         else:
             print(line, file=self.stream, flush=True)
+
+    def _epochs(self, states: dict[str, RunState], most: int = 2) -> str:
+        """Where the first running runs stand, e.g. ``; colors LoRA epoch 3/6``."""
+        shown = [f"{self.labels.get(run_id, run_id)} {st.reason.split(',')[0]}"
+                 for run_id, st in states.items()
+                 if st.state == "running" and st.reason.startswith("epoch ")][:most]
+        return "; " + "; ".join(shown) if shown else ""
 
     @staticmethod
     def _counts(counts: dict[str, int]) -> str:

@@ -149,6 +149,22 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     if path.exists():
         os.replace(path, path.with_name(path.name + ".prev"))
     os.replace(tmp, path)
+    write_epoch_marker(path, int(state["epoch"]) + 1)
+
+
+def write_epoch_marker(ckpt: Path, epochs_done: int) -> None:
+    """``<ckpt>.epoch``: how many epochs the run has finished, for ``run``'s and ``status``'s
+    progress (reading a torch checkpoint there would cost seconds; ``status.epochs_done``
+    reads it). Best effort: a failed write never stops training. Removed with the
+    checkpoints when the run ends (``_cleanup`` matches ``<run_id>.*ckpt*``)."""
+    marker = ckpt.with_name(ckpt.name + ".epoch")
+    tmp = marker.with_name(marker.name + ".tmp")
+    try:
+        tmp.write_text(f"{epochs_done}\n")
+        os.replace(tmp, marker)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
 
 
 def raise_if_disk_full(err: BaseException, path: Path) -> None:

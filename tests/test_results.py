@@ -159,6 +159,9 @@ def test_loader_skips_bad_files_by_name_and_leaves_them(tmp_path):
     not_object.write_text("[1, 2]")
     companions = [suite / "0123456789abcdef.safetensors", suite / "0123456789abcdef.final.ckpt",
                   suite / "0123456789abcdef.lock", suite / "0123456789abcdef.claim",
+                  suite / "0123456789abcdef.final.ckpt.prev",
+                  suite / "0123456789abcdef.final.ckpt.epoch",  # an interrupted run's progress
+                  suite / "0123456789abcdef.final.ckpt.epoch.tmp",
                   tmp_path / ".gitkeep"]
     for path in companions:
         path.write_bytes(b"\x00binary")

@@ -315,3 +315,39 @@ def test_progress_on_a_terminal_counts_runs_by_state() -> None:
     assert "4/5" in text and "2 done, 1 running, 1 failed, 1 cancelled, 0 left" in text
     assert "failed r1 task1 LoRA: epoch 2: loss is nan" in text
     assert "cancelled r3 task3 LoRA: job 7_3 was cancelled" in text
+
+
+def test_progress_shows_the_epoch_a_running_run_has_reached(tmp_path: Path) -> None:
+    """A checkpoint leaves an epoch marker; status and the progress bar read it."""
+    import socket
+
+    import torch
+
+    from heartbench.status import Progress, run_states
+    from heartbench.suite import load_suite
+    from heartbench.train import _cleanup, save_checkpoint
+
+    suite = load_suite(suite_file(tmp_path, tmp_path / "data"))
+    run = suite.runs[0]
+    out = tmp_path / "results" / run.suite
+    out.mkdir(parents=True)
+    (out / f"{run.run_id}.claim").write_text(json.dumps(
+        {"host": socket.gethostname(), "pid": os.getpid(), "job": "_"}))
+    ckpt = out / f"{run.run_id}.final.ckpt"
+    save_checkpoint(ckpt, {"epoch": 1, "model": {"w": torch.zeros(1)}})  # epochs 0 and 1 done
+    states = run_states(tmp_path / "results", [run])
+    assert states[run.run_id].state == "running"
+    assert states[run.run_id].reason.startswith(f"epoch 2/{run.train['epochs']},")
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Tty()
+    progress = Progress(1, {run.run_id: f"{run.task} {run.label}"}, stream=stream)
+    progress.update(states)
+    progress.close()
+    assert f"{run.task} {run.label} epoch 2/{run.train['epochs']}" in stream.getvalue()
+
+    _cleanup(out, run.run_id)  # a finished run leaves no marker behind
+    assert not list(out.glob(f"{run.run_id}.*ckpt*"))
