@@ -279,6 +279,7 @@ def _records(results: Path) -> dict[str, dict[str, Any]]:
             if not p.name.startswith(".") and ".submitit" not in p.parts}
 
 
+@pytest.mark.slow  # a whole launch in subprocesses
 def test_packed_worker_killed_after_a_checkpoint_resumes_to_the_same_result(
         tmp_path: Path, synth_root: Path, weights: dict[str, Path]) -> None:
     suite, specs = specs_for(tmp_path, synth_root, "heart_lora", "rank = 8, ne = 5",

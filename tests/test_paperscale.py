@@ -336,6 +336,7 @@ def test_gpu_readiness_refuses_without_cuda(tmp_path):
     assert "no CUDA device" in proc.stderr and not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow  # a whole launch in subprocesses
 def test_gpu_readiness_cpu_path_saves_both_reports(tmp_path):
     out = tmp_path / "ready"
     proc = subprocess.run(
