@@ -625,26 +625,38 @@ class Claim:
 
     def __enter__(self) -> Claim:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if _link_new(self.path, self.me):
-            self.held = True
+        for _ in range(3):
+            if _link_new(self.path, self.me):
+                self.held = True
+                return self
+            examined = _file_identity(self.path)
+            if examined is None:  # released between our link and now: try again
+                continue
+            if not self._stale(_read_claim(self.path)):
+                return self
+            self._take_over(examined)
             return self
-        holder = _read_claim(self.path)
-        if not self._stale(holder):
-            return self
+        return self
+
+    def _take_over(self, examined: tuple[int, int]) -> None:
+        """Replace the stale claim file ``examined`` (inode, mtime), under the takeover lock.
+
+        Only that very file is replaced: if it was released and someone else linked a new
+        claim meanwhile, writing over it would make two holders.
+        """
         lock = self.path.with_name(self.path.name + ".takeover")
         if not _link_new(lock, self.me):
             if _age(lock) > TORN_CLAIM_AGE_S:  # a takeover whose taker died
                 lock.unlink(missing_ok=True)
-            return self
+            return
         try:
-            if _read_claim(self.path) == holder:  # still the stale claim we examined
+            if _file_identity(self.path) == examined:  # still the stale claim we examined
                 _write_over(self.path, self.me)
                 self.held = True
             elif _link_new(self.path, self.me):  # it was released meanwhile
                 self.held = True
         finally:
             lock.unlink(missing_ok=True)
-        return self
 
     def _stale(self, holder: dict[str, Any] | None) -> bool:
         if holder is None:  # torn or vanished
@@ -676,6 +688,15 @@ def _read_claim(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return holder if isinstance(holder, dict) else None
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """(inode, mtime in ns) of ``path``, or None when it does not exist."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 def _age(path: Path) -> float:
