@@ -230,7 +230,9 @@ def test_full_disk_while_checkpointing(tmp_path, monkeypatch):
         save_checkpoint(ckpt, {"epoch": 4, "x": torch.ones(4)})
     message = str(info.value)
     assert "no space left" in message and str(ckpt) in message and "\n" not in message
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.final.ckpt"]
+    # The last good checkpoint and its progress marker (4 epochs done), nothing partial.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.final.ckpt", "run.final.ckpt.epoch"]
+    assert (tmp_path / "run.final.ckpt.epoch").read_text().strip() == "4"
     monkeypatch.setattr(torch, "save", real_save)
     assert load_checkpoint(ckpt)["epoch"] == 3  # the last good one is intact
 
