@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tables": ("heartbench.report.build", "rebuild the paper's LaTeX tables and figures into paper/"),
     "methods": ("heartbench.methods_cmd", "list registered methods with parameter counts and stored size"),
     "bench": ("heartbench.bench", "measure step time, memory and throughput of every method"),
-    "data": ("heartbench.data.cli", "write synthetic or VTAB-mini datasets in the VTAB-1K layout"),
+    "data": ("heartbench.data.cli", "write synthetic/twin datasets; verify or prepare VTAB-1K and few-shot copies"),
     "pretrain": ("heartbench.pretrain", "pretrain the small CPU-twin backbones on Fashion-MNIST"),
     "check": ("heartbench.report.check", "check stored results against the paper's reported numbers"),
     "figure5": ("heartbench.figure5", "draw Figure 5 (attention maps of Heart-LoRA vs Bi-LoRA) from two records"),
