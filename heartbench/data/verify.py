@@ -125,6 +125,15 @@ def check_present(base: Path, entries: list[Entry], what: str, check: TaskCheck,
         check.problems.append(f"{what}: {missing} listed images missing (first: {first})")
 
 
+def _all_present(base: Path, lists: dict[str, list[Entry] | None], check: TaskCheck) -> bool:
+    """Check every readable list's images exist under ``base``; True when every list was read."""
+    listings: dict[Path, set[str] | None] = {}
+    for key, entries in lists.items():
+        if entries is not None:
+            check_present(base, entries, key, check, listings)
+    return all(entries is not None for entries in lists.values())
+
+
 def _size(path: Path) -> int:
     try:
         return os.stat(path).st_size
@@ -222,11 +231,7 @@ def check_vtab_task(root: Path, name: str, deep: bool = False,
     for split, expected in spec.counts.items():
         lists[split] = read_entries(folder / f"{split}.txt", spec.num_classes, check)
         check_count(split, lists[split], expected, check)
-    listings: dict[Path, set[str] | None] = {}
-    for split, entries in lists.items():
-        if entries is not None:
-            check_present(folder, entries, split, check, listings)
-    if any(entries is None for entries in lists.values()):  # the rest needs every list
+    if not _all_present(folder, lists, check):  # the rest needs every list
         return check
     _check_union(folder, lists, check)
     seen = len({label for _, label in lists["test"]})
@@ -296,11 +301,7 @@ def check_fewshot_dataset(root: Path, name: str, deep: bool = False,
     for split in ("val", "test"):
         lists[split] = read_entries(notes / annotation_name(split), spec.num_classes, check)
         check_count(split, lists[split], getattr(spec, split), check)
-    listings: dict[Path, set[str] | None] = {}
-    for key, entries in lists.items():
-        if entries is not None:
-            check_present(base, entries, key, check, listings)
-    if any(entries is None for entries in lists.values()):  # the rest needs every list
+    if not _all_present(base, lists, check):  # the rest needs every list
         return check
     train = {rel for key, entries in lists.items() if key.startswith("train")
              for rel, _ in entries}
