@@ -80,14 +80,17 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if args.jobs is not None and args.jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {args.jobs}")
+    results_dir = Path(args.results_dir)
+    # The user's own inputs first (data, weights, results directory), then this machine's
+    # executor and device, and only then is the results directory made: a mistake leaves
+    # nothing behind, and a data error is named even where Slurm is installed but down.
+    check_inputs(suite, runs)
+    check_writable(results_dir, create=False)
     executor = resolve_executor(args.executor or suite.launcher["executor"])
     if executor == "slurm" and args.jobs is not None:
         raise UserError("--jobs sets local worker processes; on Slurm set launcher.runs_per_task"
                         " and launcher.array_parallelism in the suite instead")
     args.jobs = args.jobs or int(suite.launcher.get("jobs", 1))
-    results_dir = Path(args.results_dir)
-    # Inputs first, then the results directory: a mistake leaves nothing behind.
-    check_inputs(suite, runs)
     check_device(suite, runs, executor)
     check_writable(results_dir)
     runs = with_content(suite, runs)  # data fingerprint and weights hash, for is_done

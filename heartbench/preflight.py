@@ -14,7 +14,17 @@ from typing import Any
 from heartbench.errors import UserError
 
 
-def check_writable(results_dir: Path) -> None:
+def check_writable(results_dir: Path, create: bool = True) -> None:
+    """With ``create=False`` nothing is made: the nearest existing ancestor must be a
+    writable directory (so later checks can still fail without leaving a folder)."""
+    if not create:
+        existing = next(p for p in (results_dir.absolute(), *results_dir.absolute().parents)
+                        if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            why = "Not a directory" if not existing.is_dir() else "Permission denied"
+            raise UserError(f"results directory {results_dir} is not writable ({why}:"
+                            f" {existing})")
+        return
     try:
         results_dir.mkdir(parents=True, exist_ok=True)
         probe = results_dir / f".write-test-{os.getpid()}"
