@@ -33,7 +33,10 @@ STATUSES: tuple[str, ...] = ("done", "failed")
 COMPANION_SUFFIXES: tuple[str, ...] = (".safetensors", ".ckpt", ".lock", ".claim")
 IGNORED_NAMES: frozenset[str] = frozenset({".gitkeep", ".gitignore"})
 # Folders that belong to the launcher (submitit's job pickles and logs), not to records.
-IGNORED_DIRS: frozenset[str] = frozenset({".submitit"})
+# "superseded": records a suite no longer plans (its defaults changed), moved aside by
+# `heartbench status SUITE --archive-superseded`; kept, never read as results.
+SUPERSEDED_DIR = "superseded"
+IGNORED_DIRS: frozenset[str] = frozenset({".submitit", SUPERSEDED_DIR})
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 FRAME_COLUMNS: tuple[str, ...] = (

@@ -287,6 +287,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", help="the data_root override the suite was run with")
     parser.add_argument("--only", action="append", metavar="PATTERN",
                         help="only runs whose task, method, label or run id matches (repeatable)")
+    parser.add_argument("--archive-superseded", action="store_true",
+                        help="move the records in RESULTS/SUITE that the suite no longer plans"
+                             " (a default or setting changed since they ran) to"
+                             " RESULTS/superseded/SUITE, where tables and check do not read them")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -313,4 +317,30 @@ def main(args: argparse.Namespace) -> int:
         print(f"{run.run_id}  {run.task:<22} {run.label:<18} {st.state}{why}")
     print(f"{suite.name}: {len(runs)} runs: "
           + ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: -kv[1])))
+    if args.archive_superseded:
+        from heartbench.results import SUPERSEDED_DIR
+
+        if args.only:
+            raise UserError("--archive-superseded reads the whole suite's plan; drop --only")
+        moved = archive_superseded(results_dir, suite.name, {r.run_id for r in suite.runs})
+        print(f"{suite.name}: moved {moved} superseded record(s) to"
+              f" {results_dir / SUPERSEDED_DIR / suite.name}")
     return 0
+
+
+def archive_superseded(results_dir: Path, suite_name: str, planned: set[str]) -> int:
+    """Move each record of ``suite_name`` whose run id is not in ``planned``, with its
+    companions (adapter, checkpoints, markers), under ``superseded/``; nothing is deleted
+    and an existing file there is never replaced."""
+    from heartbench.results import SUPERSEDED_DIR
+
+    folder, target = results_dir / suite_name, results_dir / SUPERSEDED_DIR / suite_name
+    stale = sorted(p.stem for p in folder.glob("*.json") if p.stem not in planned)
+    for run_id in stale:
+        for path in sorted(folder.glob(f"{run_id}.*")):
+            dest = target / path.name
+            if dest.exists():
+                raise UserError(f"{dest} already exists; not replacing it (move it away first)")
+            target.mkdir(parents=True, exist_ok=True)
+            path.rename(dest)
+    return len(stale)

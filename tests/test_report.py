@@ -775,3 +775,41 @@ def test_a_row_without_a_common_seed_is_named(tmp_path):
     assert "not shown: Table 1 [VTAB-mini twin]: Bi-LoRA (bilora): no seed common to all its " \
         "tasks" in result.messages
     assert "Bi-LoRA" not in table_rows((tmp_path / "out" / "table1_vtab_mini.tex").read_text())
+
+
+def test_records_differing_in_a_stored_setting_are_never_averaged():
+    """A default changed between two runs of one grid point (the stored configs differ):
+    two configurations, one chosen, not the average of both as if they were seeds."""
+    old = [rec("mnist", "LoRA", seed=s, acc=a, config={"rank": 8})
+           for s, a in ((0, 60.0), (1, 62.0))]
+    new = [rec("mnist", "LoRA", seed=s, acc=a, config={"rank": 8, "dropout_at": "bottleneck"})
+           for s, a in ((0, 70.0), (1, 74.0))]
+    cell = select.select_cell(old + new, frozenset({0, 1}))
+    assert cell.n_configs == 2 and cell.mean == 72.0 and cell.by_seed == {0: 70.0, 1: 74.0}
+    assert select.select_cell(old + new[:1], frozenset({0, 1})).mean == 61.0  # new lacks seed 1
+
+
+def test_score_window_chosen_in_a_suite_is_its_own_variant():
+    epoch = rec("mnist", "Heart-LoRA (epoch mean)", "heart_lora",
+                config={**HEART, "ne": 3, "score_window": "epoch"})
+    assert select.heart_key(epoch) == "heart_lora_window_epoch"
+    assert select.tables_for(epoch) == ()  # never averaged into Table 1's Heart-LoRA
+    last = rec("mnist", "Heart-LoRA", "heart_lora",
+               config={**HEART, "ne": 3, "score_window": "last_step"})
+    assert select.heart_key(last) == "heart_lora" and select.tables_for(last) == (1, 2, 6)
+    assert any("heart_lora_window_epoch" in line for line in select.unplaced([epoch, last]))
+
+
+def test_a_search_on_val_is_one_configuration_whatever_it_chose():
+    """Runs under eval_protocol "val" choose ne per seed; the cell is the procedure's."""
+    records = []
+    for seed, (ne, acc) in enumerate(((1, 60.0), (3, 66.0), (6, 69.0))):
+        r = rec("mnist", "Heart-LoRA", "heart_lora", seed, acc, config={**HEART, "ne": ne},
+                protocol="val", val=50.0 + seed)
+        r["search"] = {"ne": [0, 1, 3, 6]}
+        records.append(r)
+    cell = select.select_cell(records, frozenset({0, 1, 2}))
+    assert cell.n == 3 and cell.n_configs == 1 and cell.mean == 65.0
+    block = next(b for b in stats.build_blocks(records) if b.table == 1)
+    assert block.rows[0].cells["mnist"].mean == 65.0
+    assert "chosen on the validation split" in tables.block_description(block)

@@ -351,3 +351,36 @@ def test_progress_shows_the_epoch_a_running_run_has_reached(tmp_path: Path) -> N
 
     _cleanup(out, run.run_id)  # a finished run leaves no marker behind
     assert not list(out.glob(f"{run.run_id}.*ckpt*"))
+
+
+def test_status_archives_superseded_records(tmp_path: Path, synth_root: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Records a suite no longer plans (a default changed: new run ids) move, with their
+    companions, to RESULTS/superseded/SUITE; planned ones stay; tables no longer read them."""
+    from heartbench.suite import load_suite
+
+    suite = suite_file(tmp_path, synth_root)
+    planned = [r.run_id for r in load_suite(suite).runs]
+    folder = tmp_path / "results" / "mini"
+    folder.mkdir(parents=True)
+    stale = "0123456789abcdef"
+    assert stale not in planned
+    for name in (f"{planned[0]}.json", f"{planned[0]}.safetensors", f"{stale}.json",
+                 f"{stale}.safetensors", f"{stale}.final.ckpt.prev"):
+        (folder / name).write_text(json.dumps({"run_id": name.split(".")[0], "status": "done"}))
+    args = ["status", str(suite), "--results-dir", str(tmp_path / "results")]
+    assert cli(args + ["--archive-superseded"]) == 0
+    assert "moved 1 superseded record(s)" in capsys.readouterr().out
+    assert sorted(p.name for p in folder.iterdir()) == [f"{planned[0]}.json",
+                                                         f"{planned[0]}.safetensors"]
+    aside = tmp_path / "results" / "superseded" / "mini"
+    assert sorted(p.name for p in aside.iterdir()) == [
+        f"{stale}.final.ckpt.prev", f"{stale}.json", f"{stale}.safetensors"]
+    assert all(aside not in p.parents for p in load_records(tmp_path / "results").paths)
+    assert not any(aside in p.parents for p, _ in load_records(tmp_path / "results").skipped)
+    # Never replaces what is already aside: one line, exit 2, nothing moved.
+    (folder / f"{stale}.json").write_text("{}")
+    assert cli(args + ["--archive-superseded"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{stale}.json already exists" in err[0]
+    assert (folder / f"{stale}.json").read_text() == "{}"

@@ -50,10 +50,19 @@ def is_swin(record: dict) -> bool:
 
 
 def heart_key(record: dict) -> str | None:
-    """The Heart-LoRA variant of a record (None for other methods)."""
+    """The Heart-LoRA variant of a record (None for other methods). Scores read over a
+    window other than Algorithm 1's, chosen in the suite (``score_window`` stored), make a
+    variant of their own; a record from before that key is the Heart-LoRA of its time (its
+    configuration, :func:`config_id`, still tells it apart from later runs)."""
     if record["method"] != "heart_lora":
         return None
     cfg = record.get("method_config") or {}
+    window = cfg.get("score_window", "last_step")
+    key = _heart_variant(cfg)
+    return key if window == "last_step" else f"{key}_window_{window}"
+
+
+def _heart_variant(cfg: dict) -> str:
     score = cfg.get("score", "taylor")
     mode = cfg.get("mode", "global")
     bits = cfg.get("bits", 1)
@@ -120,7 +129,16 @@ def reported_match(row: ref.ReportedRow, key: str) -> bool:
 # Aggregation over seeds and grid configurations
 # ---------------------------------------------------------------------------
 def config_id(record: dict) -> str:
-    return json.dumps(record.get("grid") or {}, sort_keys=True)
+    """One configuration: the grid point and the whole method config as stored, so records
+    that differ in any setting (a default changed between runs, a suite's variant) are never
+    averaged as seeds of one configuration. (Completing old records' configs with their
+    legacy values needs the method registry, hence torch; the stored dicts already differ,
+    since a record stores every key its code had.) A run that searched a grid on val200
+    (``search``) is one configuration whatever point it chose: the search, not the choice."""
+    search = record.get("search") or {}
+    config = {k: v for k, v in (record.get("method_config") or {}).items() if k not in search}
+    return json.dumps({"grid": record.get("grid") or {}, "search": search,
+                       "method_config": config}, sort_keys=True, default=str)
 
 
 def test_acc(record: dict) -> float | None:
