@@ -26,6 +26,7 @@ import contextlib
 import fnmatch
 import io
 import json
+import math
 import os
 import signal
 import socket
@@ -169,10 +170,20 @@ def print_plan(suite: Any, runs: list[Any], seconds: float) -> None:
         print(run.describe())
     tasks = len({r.task for r in runs})
     labels = len({r.label for r in runs})
-    epochs = sum(r.train["epochs"] for r in runs)
+    epochs = sum(r.train["epochs"] * phases(r) for r in runs)
+    searched = sum(phases(r) - 1 for r in runs)
+    search = (f", plus {searched} search trainings (each grid point on train800, scored on"
+              " val200)") if searched else ""
     print(f"plan: {len(runs)} runs ({tasks} tasks x {labels} methods/variants, grids and seeds"
-          f" expanded), {epochs} training epochs in all; suite {suite.name}, benchmark"
+          f" expanded){search}, {epochs} training epochs in all; suite {suite.name}, benchmark"
           f" {suite.benchmark}, eval protocol {suite.eval_protocol}; planned in {seconds:.2f} s")
+
+
+def phases(run: Any) -> int:
+    """Trainings one run does: 1, or under eval_protocol "val" one per searched grid point
+    and the final one (heartbench.train.select_on_val)."""
+    search = getattr(run, "search", None) or {}
+    return 1 + (math.prod(len(v) for v in search.values()) if search else 0)
 
 
 def read_record(results_dir: Path, run: Any, report: bool = False) -> dict[str, Any] | None:

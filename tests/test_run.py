@@ -384,3 +384,14 @@ def test_status_archives_superseded_records(tmp_path: Path, synth_root: Path,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{stale}.json already exists" in err[0]
     assert (folder / f"{stale}.json").read_text() == "{}"
+
+
+def test_dry_run_totals_count_the_val_search(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Under eval_protocol "val" a run trains each grid point, then the chosen one."""
+    assert cli(["run", str(REPO / "suites" / "vtab_mini_val.toml"), "--dry-run"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    # 9 tasks x 3 seeds = 27 runs; ne in {0, 1, 3, 6}: 4 search trainings + the final one,
+    # 3 epochs each.
+    assert last.startswith("plan: 27 runs") and "plus 108 search trainings" in last
+    assert "405 training epochs in all" in last and "eval protocol val" in last
