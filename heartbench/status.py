@@ -3,7 +3,8 @@
 A run's state comes from what is on disk and in the queue, never from the launcher's memory,
 so any shell can ask and a finished launcher leaves nothing to consult:
 
-- its record: ``done``, or ``failed`` with the recorded reason (e.g. a diverged loss);
+- its record: ``done``, or ``failed`` with the recorded reason (e.g. a diverged loss), or
+  ``stale`` when its data or weights changed since it ran (``run`` trains it again);
 - its claim file, held by a live process: ``running``;
 - the launch that submitted it (``.submitit/launches/*.json``, written at submission) and
   that job's state: ``pending`` (with Slurm's reason, or behind earlier runs of its task),
@@ -153,6 +154,7 @@ def run_states(results_dir: Path, runs: list[Any],
                launches: dict[str, tuple[str, dict[str, Any]]] | None = None,
                jobs: dict[str, tuple[str, str]] | None = None) -> dict[str, RunState]:
     """The state of every run in ``runs`` (see the module docstring)."""
+    from heartbench.content import stale_reason
     from heartbench.launch import claim_holder, read_record
 
     states: dict[str, RunState] = {}
@@ -161,8 +163,12 @@ def run_states(results_dir: Path, runs: list[Any],
         record = read_record(results_dir, run)
         if record is not None:
             error = record.get("error") or {}
-            states[run.run_id] = RunState("done") if record["status"] == "done" else RunState(
-                "failed", f"epoch {error.get('epoch')}: {error.get('reason')}")
+            stale = stale_reason(record, run)
+            if record["status"] == "done":  # stale: `run` would train it again
+                states[run.run_id] = RunState("stale", stale) if stale else RunState("done")
+            else:
+                states[run.run_id] = RunState(
+                    "failed", f"epoch {error.get('epoch')}: {error.get('reason')}")
             continue
         holder = claim_holder(suite_dir / f"{run.run_id}.claim")
         if holder is not None:
@@ -302,6 +308,13 @@ def main(args: argparse.Namespace) -> int:
     results_dir = Path(args.results_dir)
     if not results_dir.is_dir():
         raise UserError(f"results directory {results_dir} does not exist")
+    try:  # a done record whose data or weights changed since is "stale" (run redoes it)
+        from heartbench.content import with_content
+
+        runs = with_content(suite, runs)
+    except (UserError, OSError) as err:
+        print(f"note: data or weights not readable here ({err}); records are not checked"
+              " against them")
     launches = read_launches(results_dir / suite.name)
     entries = list({e["job"]: (ex, e) for ex, e in launches.values()}.values())
     jobs = job_states(entries)
@@ -335,12 +348,12 @@ def archive_superseded(results_dir: Path, suite_name: str, planned: set[str]) ->
     from heartbench.results import SUPERSEDED_DIR
 
     folder, target = results_dir / suite_name, results_dir / SUPERSEDED_DIR / suite_name
-    stale = sorted(p.stem for p in folder.glob("*.json") if p.stem not in planned)
-    for run_id in stale:
+    unplanned = sorted(p.stem for p in folder.glob("*.json") if p.stem not in planned)
+    for run_id in unplanned:
         for path in sorted(folder.glob(f"{run_id}.*")):
             dest = target / path.name
             if dest.exists():
                 raise UserError(f"{dest} already exists; not replacing it (move it away first)")
             target.mkdir(parents=True, exist_ok=True)
             path.rename(dest)
-    return len(stale)
+    return len(unplanned)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -115,6 +116,13 @@ def test_corrected_copy_reruns_moved_copy_does_not(tmp_path: Path,
     # A corrected image at the same path: other content, so the run is repeated.
     image = moved / "colors" / "images" / "test" / "000005.jpg"
     Image.fromarray(np.full((40, 40, 3), 200, np.uint8)).save(image)
+    # `status` says so before `run` does it (it said "done" while run would rerun it).
+    assert cli(["status", str(suite), "--results-dir", str(results), "--data-root",
+                str(moved)]) == 0
+    status = capsys.readouterr().out
+    assert re.search(rf"(?m)^{run_id}\s+colors\s+lora\s+stale  the data of task colors"
+                     " changed since it ran", status), status
+    assert status.rstrip().endswith("ident: 1 runs: 1 stale")
     out = _run(suite, results, moved, capsys)
     assert "0 already done, 1 to run" in out
     assert f"{run_id} (colors, lora): the data of task colors changed since it ran" in out
