@@ -536,8 +536,10 @@ def execute_pack(specs: list[RunSpec], results_dir: str | Path, progress: bool =
     reset_peak_rss()
     for spec in specs:
         checkpoint_path(results_dir, spec).parent.mkdir(parents=True, exist_ok=True)
+    if len(specs) < 2:  # e.g. the other runs of its pack are done already (a resume)
+        return [execute(spec, results_dir, progress) for spec in specs]
     try:
-        if len(specs) < 2 or len({pack_key(s) for s in specs}) != 1 or pack_key(specs[0]) is None:
+        if len({pack_key(s) for s in specs}) != 1 or pack_key(specs[0]) is None:
             raise NotPackable("the runs differ in task, method, backbone or schedule")
         log(f"pack of {len(specs)}: {', '.join(s.run_id for s in specs)}")
         runs = train_pack(specs, [checkpoint_path(results_dir, s) for s in specs])

@@ -482,3 +482,77 @@ def test_unreachable_controller_is_one_line(cluster: str, tmp_path: Path, synth_
                             str(results)], capsys)
     assert "no Slurm controller answers" in line and "--executor local" in line, line
     assert not results.exists()
+
+
+# ---------------------------------------------------------------------------
+# A packed task (launcher.pack): requeued mid-run, each run ends in its own record
+# ---------------------------------------------------------------------------
+def shared_weights(path: Path) -> Path:
+    """Frozen weights both seeds share (a randomly initialised backbone differs per seed,
+    and runs on different frozen tensors do not pack)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from heartbench.backbones import build_backbone
+
+    torch.manual_seed(123)
+    save_file({k: v.contiguous() for k, v in build_backbone("vit_test", 4).model.state_dict()
+               .items()}, str(path))
+    return path
+
+
+def packed_suite(folder: Path, data: Path, weights: Path) -> Path:
+    """LONG with two seeds trained as one packed model in one array task."""
+    path = write_suite(folder, "packed", data, extra="pack = 2\nruns_per_task = 2")
+    path.write_text(path.read_text().replace("seeds = [0]", "seeds = [0, 1]").replace(
+        'name = "vit_test"', f'name = "vit_test"\nweights = "{weights}"'))
+    return path
+
+
+def packed_records(results: Path) -> dict[str, dict[str, Any]]:
+    """Each record less what differs between executions (the pack's own wall time too)."""
+    out = {}
+    for path in sorted((results / "packed").glob("*.json")):
+        record = comparable(json.loads(path.read_text()))
+        record["packed"] = {k: v for k, v in record["packed"].items() if k != "wall_time_s"}
+        out[path.stem] = record
+    return out
+
+
+def test_packed_task_requeued_resumes_to_each_runs_uninterrupted_record(
+        cluster: str, tmp_path: Path, synth_root: Path) -> None:
+    from heartbench.suite import load_suite
+
+    weights = shared_weights(tmp_path / "vit_test.safetensors")
+    (tmp_path / "whole").mkdir()
+    whole_suite = packed_suite(tmp_path / "whole", synth_root, weights)
+    suite = packed_suite(tmp_path, synth_root, weights)
+    run_ids = [r.run_id for r in load_suite(suite).runs]
+    assert len(run_ids) == 2
+    whole = heartbench("run", str(whole_suite), "--results-dir", str(tmp_path / "whole" / "r"))
+    results = tmp_path / "results"
+    proc = heartbench("run", str(suite), "--results-dir", str(results))
+    # The pack writes its runs' checkpoints one after the other: freeze once the second
+    # run has two (then the first has them too), in the middle of the 8 epochs.
+    pid = freeze_after_two_checkpoints(results, "packed", run_ids[1])
+    job = job_id_of(results)
+    subprocess.run(["scontrol", "requeue", job], check=True)
+    thaw(pid)  # Slurm's SIGTERM: the worker stops at a safe point
+    release_when_requeued(job)
+    for p in (proc, whole):
+        rc, out, err = finish(p)
+        assert rc == 0 and "finished: 2 done, 0 failed" in out, out + err
+    log = job_logs(results)
+    assert f"pack of 2: {', '.join(run_ids)}" in log and "not packing" not in log, log
+    assert "caught SIGTERM: stopping at a safe point" in log, log
+    resumed = re.findall(r"resuming from ([0-9a-f]{16})\.final\.ckpt(?:\.prev)? after epoch (\d)",
+                         log)
+    # Both runs resume mid-run (the pack at their common epoch, heartbench/pack.py).
+    assert {r for r, _ in resumed} == set(run_ids), log
+    assert all(2 <= int(e) < 8 for _, e in resumed), log
+    got, want = packed_records(results), packed_records(tmp_path / "whole" / "r")
+    assert set(got) == set(run_ids) and all(r["packed"] for r in got.values())
+    for run_id in run_ids:
+        differ = [k for k in want[run_id] if got[run_id].get(k) != want[run_id][k]]
+        assert differ == [], (run_id, differ)
+    assert leftovers(results / "packed") == []
