@@ -306,37 +306,14 @@ class Run:
     """One run of a pack: what ``train_phase`` holds in its locals, for one spec."""
 
     def __init__(self, spec: RunSpec, ckpt: Path | None) -> None:
-        from timm.scheduler import CosineLRScheduler
-
         from heartbench import train as tr
 
-        # The same set-up, in the same order, as train_phase: the global RNG stream this
-        # run's RunRng captures is the one the run has alone.
-        t = spec.train
         self.spec, self.ckpt = spec, ckpt
-        self.precision = t.get("precision", "fp32")
-        tr.seed_everything(spec.seed)
-        tr.set_matmul_precision(self.precision)
-        self.device = tr.resolve_device(t["device"])
-        self.backbone, self.method = tr.build(spec, spec.method_config, self.device)
-        size = self.backbone.input_size
-        self.generator = torch.Generator().manual_seed(spec.seed)
-        self.train_loader = tr.make_loader(tr.make_dataset(spec, "train", size, True), spec,
-                                           True, self.generator)
-        self.eval_loader = tr.make_loader(tr.make_dataset(spec, "test", size, False), spec,
-                                          False, torch.Generator())
-        params = self.method.trainable_parameters() + self.backbone.head_parameters()
-        self.optimizer = tr.make_optimizer(self.method, params, t)
-        self.scheduler = CosineLRScheduler(self.optimizer, t_initial=t["epochs"],
-                                           warmup_t=t["warmup_epochs"],
-                                           warmup_lr_init=t["warmup_lr_init"],
-                                           lr_min=t["min_lr"])
-        self.steps = len(self.train_loader) if not t["max_train_batches"] else min(
-            len(self.train_loader), t["max_train_batches"])
-        self.method.on_train_start(t["epochs"], t["warmup_epochs"], self.steps)
-        from heartbench.data.transforms import batch_recipe
-
-        self.mixer, self.criterion = batch_recipe(t, spec.num_classes)
+        # train_phase's own set-up, so the global RNG stream this run's RunRng captures next
+        # is the one the run has alone. Its parts (precision, device, backbone, method,
+        # generator, train_loader, eval_loader, optimizer, scheduler, steps, mixer,
+        # criterion: train.Phase) become this run's attributes.
+        self.__dict__.update(vars(tr.set_up(spec, spec.method_config, "train", "test")))
         self.history: list[dict[str, Any]] = []
         self.rng = RunRng()
         self.outcome: Any = None  # a train_phase result dict, or the run's Diverged

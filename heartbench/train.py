@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -260,11 +261,32 @@ def make_optimizer(method: Method, params: list[nn.Parameter], train: dict[str, 
     return optimizer
 
 
-def train_phase(spec: RunSpec, method_config: dict[str, Any], train_split: str,
-                eval_split: str, ckpt: Path | None, progress: bool = False
-                ) -> dict[str, Any]:
-    """Train one configuration; return accuracies, history, method extras and the method."""
+@dataclass
+class Phase:
+    """What one training of a configuration holds, built by :func:`set_up`."""
+
+    precision: str
+    device: torch.device
+    backbone: Backbone
+    method: Method
+    generator: torch.Generator  # the training loader's order
+    train_loader: DataLoader
+    eval_loader: DataLoader
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    steps: int  # training batches per epoch
+    mixer: Any  # few-shot: NOAH's Mixup/CutMix; VTAB: None
+    criterion: Callable[..., torch.Tensor]
+
+
+def set_up(spec: RunSpec, method_config: dict[str, Any], train_split: str,
+           eval_split: str) -> Phase:
+    """Seed, build and wire one training, in one fixed order: a run alone
+    (:func:`train_phase`) and each run of a pack (``heartbench.pack.Run``) draw the same
+    random numbers from it, which is what makes a packed run equal to the run alone."""
     from timm.scheduler import CosineLRScheduler
+
+    from heartbench.data.transforms import batch_recipe
 
     t = spec.train
     precision = t.get("precision", "fp32")
@@ -284,6 +306,20 @@ def train_phase(spec: RunSpec, method_config: dict[str, Any], train_split: str,
     steps = len(train_loader) if not t["max_train_batches"] else min(len(train_loader),
                                                                          t["max_train_batches"])
     method.on_train_start(t["epochs"], t["warmup_epochs"], steps)
+    mixer, criterion = batch_recipe(t, spec.num_classes)
+    return Phase(precision, device, backbone, method, generator, train_loader, eval_loader,
+                 optimizer, scheduler, steps, mixer, criterion)
+
+
+def train_phase(spec: RunSpec, method_config: dict[str, Any], train_split: str,
+                eval_split: str, ckpt: Path | None, progress: bool = False
+                ) -> dict[str, Any]:
+    """Train one configuration; return accuracies, history, method extras and the method."""
+    t = spec.train
+    p = set_up(spec, method_config, train_split, eval_split)
+    precision, device, backbone, method = p.precision, p.device, p.backbone, p.method
+    generator, train_loader, eval_loader, steps = p.generator, p.train_loader, p.eval_loader, p.steps
+    optimizer, scheduler, mixer, criterion = p.optimizer, p.scheduler, p.mixer, p.criterion
     history: list[dict[str, Any]] = []
     start = 0
     state = load_checkpoint(ckpt) if ckpt is not None else None
@@ -297,10 +333,6 @@ def train_phase(spec: RunSpec, method_config: dict[str, Any], train_split: str,
         random.setstate(state["rng"]["python"])
         np.random.set_state(state["rng"]["numpy"])
         history, start = state["history"], state["epoch"] + 1
-    # Few-shot: NOAH's Mixup/CutMix + smoothed soft targets; VTAB: plain cross-entropy.
-    from heartbench.data.transforms import batch_recipe
-
-    mixer, criterion = batch_recipe(t, spec.num_classes)
     bar = _bar(range(start, t["epochs"]), progress, f"{spec.task} {spec.label}")
     for epoch in bar:
         method.on_epoch_start(epoch)
