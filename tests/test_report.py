@@ -813,3 +813,20 @@ def test_a_search_on_val_is_one_configuration_whatever_it_chose():
     block = next(b for b in stats.build_blocks(records) if b.table == 1)
     assert block.rows[0].cells["mnist"].mean == 65.0
     assert "chosen on the validation split" in tables.block_description(block)
+
+
+def test_ne_figures_leave_out_runs_that_chose_ne_on_val(tmp_path):
+    """A val-protocol run's ne is its search's choice, not a point of the ne curve."""
+    records = [rec("mnist", "Heart-LoRA", "heart_lora", 0, 70.0 + ne, grid={"ne": ne},
+                   config=HEART) for ne in (0, 1)]
+    chose = rec("mnist", "Heart-LoRA", "heart_lora", 0, 99.0, config={**HEART, "ne": 3},
+                protocol="val", val=50.0)
+    chose["search"] = {"ne": [0, 1, 3, 6]}
+    _, curves = figures._ne_curves(records + [chose])["vtab_mini"]
+    assert sorted(select.ne_of(r) for r in curves["mnist"]) == [0, 1]
+    chose_zero = {**chose, "method_config": {**HEART, "ne": 0}, "run_id": "f" * 16}
+    front = rec("mnist", "Front", "heart_lora", 0, 60.0, grid={"ne": 3},
+                config={**HEART, "score": "front"})
+    made = figures.fig3([records[0], front, chose_zero], tmp_path)
+    assert [f.stem for f in made] == ["fig3_vtab_mini"]
+    assert figures.fig3([front, chose_zero], tmp_path / "b") == []  # no ne = 0 base

@@ -286,6 +286,7 @@ def fig3(records: list[dict], out: Path) -> list[Figure]:
 
     def keep(r: dict) -> bool:
         return (r["method"] == "heart_lora" and is_vtab_like(r) and not is_swin(r)
+                and not r.get("search")  # a run that chose its ne on val is no fixed-ne point
                 and (heart_key(r) == "front" or (heart_key(r) == "heart_lora" and ne_of(r) == 0)))
 
     made = []
@@ -344,7 +345,8 @@ def fig3(records: list[dict], out: Path) -> list[Figure]:
 def _ne_curves(records: list[dict]) -> dict[str, tuple[list[dict], dict[str, list[dict]]]]:
     """benchmark -> (records, task -> records) of the main variant, tasks with several ne."""
     def keep(r: dict) -> bool:
-        return heart_key(r) == "heart_lora" and is_vtab_like(r) and not is_swin(r)
+        return (heart_key(r) == "heart_lora" and is_vtab_like(r) and not is_swin(r)
+                and not r.get("search"))  # a run that chose its ne on val: no fixed-ne point
 
     out = {}
     for benchmark, recs in _by_benchmark(records, keep).items():
