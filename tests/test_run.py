@@ -391,7 +391,7 @@ def test_dry_run_totals_count_the_val_search(tmp_path: Path,
     """Under eval_protocol "val" a run trains each grid point, then the chosen one."""
     assert cli(["run", str(REPO / "suites" / "vtab_mini_val.toml"), "--dry-run"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    # 9 tasks x 1 seed = 9 runs; ne in {0, 1, 3, 6}: 4 search trainings + the final one,
+    # 9 tasks x 3 seeds = 27 runs; ne in {0, 1, 3, 6}: 4 search trainings + the final one,
     # 3 epochs each.
-    assert last.startswith("plan: 9 runs") and "plus 36 search trainings" in last
-    assert "135 training epochs in all" in last and "eval protocol val" in last
+    assert last.startswith("plan: 27 runs") and "plus 108 search trainings" in last
+    assert "405 training epochs in all" in last and "eval protocol val" in last
