@@ -830,3 +830,18 @@ def test_ne_figures_leave_out_runs_that_chose_ne_on_val(tmp_path):
     made = figures.fig3([records[0], front, chose_zero], tmp_path)
     assert [f.stem for f in made] == ["fig3_vtab_mini"]
     assert figures.fig3([front, chose_zero], tmp_path / "b") == []  # no ne = 0 base
+
+
+def test_a_run_under_two_labels_shows_once_in_the_larger_row():
+    """An ablation suite's copy of main runs (same run ids, its own label) is no extra row."""
+    main = [rec(t, "Heart-LoRA", "heart_lora", s, 60.0 + s, config={**HEART, "ne": 3})
+            for t in ("mnist", "histology") for s in (0, 1)]
+    copy = [{**r, "label": "Heart-LoRA (last step)", "suite": "score_window_mini"}
+            for r in main if r["seed"] == 0] + [rec("mnist", "Heart-LoRA (last step)",
+                                                     "heart_lora", 0, 10.0, config=HEART)]
+    block = next(b for b in stats.build_blocks(copy + main) if b.table == 1)
+    assert [r.label for r in block.rows] == ["Heart-LoRA"]
+    assert block.rows[0].cells["mnist"].by_seed == {0: 60.0, 1: 61.0}
+    # Its own runs still make the smaller row (here: seed 0 on mnist only, in no table).
+    rows = stats._rows_by_ident(copy + main)
+    assert [len(v) for k, v in rows.items() if k[1] == "Heart-LoRA (last step)"] == [1]

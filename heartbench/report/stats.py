@@ -114,16 +114,30 @@ def _row_order(table: int, reported: dict[int, ref.ReportedTable] | None):
 
 
 def _rows_by_ident(recs: list[dict]) -> dict[tuple[str, str, str], dict[str, list[dict]]]:
+    """Records per row (variant, label, protocol) and task. One run (run_id) stored by
+    several suites counts once: under its label with the most records in the table (ties:
+    the shortest label), so an ablation suite's copy of a main run (e.g. "Heart-LoRA (last
+    step)") does not repeat the main row."""
+    def ident(r: dict) -> tuple[str, str, str]:
+        return (row_key(r), r["label"], str(r.get("eval_protocol")))
+
+    size: dict[tuple[str, str, str], int] = defaultdict(int)
+    for r in recs:
+        size[ident(r)] += 1
+    home: dict[str, tuple[str, str, str]] = {}
+    for r in recs:
+        best = home.get(r["run_id"])
+        if best is None or (-size[ident(r)], len(r["label"]), r["label"]) < (
+                -size[best], len(best[1]), best[1]):
+            home[r["run_id"]] = ident(r)
     by_row: dict[tuple[str, str, str], dict[str, list[dict]]] = defaultdict(
         lambda: defaultdict(list))
-    seen: set[tuple[str, str]] = set()
+    placed: set[str] = set()
     for r in recs:
-        # One run stored by several suites (same run_id and label) counts once.
-        if (r["run_id"], r["label"]) in seen:
+        if r["run_id"] in placed or ident(r) != home[r["run_id"]]:
             continue
-        seen.add((r["run_id"], r["label"]))
-        ident = (row_key(r), r["label"], str(r.get("eval_protocol")))
-        by_row[ident][r["task"]].append(r)
+        placed.add(r["run_id"])
+        by_row[ident(r)][r["task"]].append(r)
     return by_row
 
 
