@@ -813,6 +813,15 @@ def test_a_search_on_val_is_one_configuration_whatever_it_chose():
     block = next(b for b in stats.build_blocks(records) if b.table == 1)
     assert block.rows[0].cells["mnist"].mean == 65.0
     assert "chosen on the validation split" in tables.block_description(block)
+    # Beside fixed-ne runs of the same label: two rows, each named by its protocol, and the
+    # caption says what each protocol's accuracy is.
+    fixed = [rec("mnist", "Heart-LoRA", "heart_lora", s, 60.0, config={**HEART, "ne": 3})
+             for s in (0, 1, 2)]
+    block = next(b for b in stats.build_blocks(records + fixed) if b.table == 1)
+    assert sorted(r.name for r in block.rows) == ["Heart-LoRA [last]", "Heart-LoRA [val]"]
+    text = tables.block_description(block)
+    assert "[last] last-epoch test accuracy" in text
+    assert "[val] test accuracy of the grid point chosen on the validation split" in text
 
 
 def test_ne_figures_leave_out_runs_that_chose_ne_on_val(tmp_path):

@@ -81,7 +81,8 @@ from heartbench.report.stats import (
 TABLE_NUMBERS: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
 PROTOCOL_TEXT: dict[str, str] = {
     "last": "last-epoch test accuracy",
-    "val": "test accuracy of the configuration chosen on the validation split",
+    "val": ("test accuracy of the grid point chosen on the validation split (each point"
+            " trained on train800 and scored on val200), retrained on train800val200"),
     "best_of_test": "best test accuracy over the evaluated epochs (the reference code's protocol)",
 }
 # Column order of Tables 2-6 as printed (Table 2 puts the average last).
@@ -163,8 +164,12 @@ def block_description(block: MeasuredBlock) -> str:
     parts.append("Bold: the best measured value of the column among these rows (ties all bold).")
     if block.seeds > 1:
         parts.append("$\\pm$: sample std over the seeds.")
+    if len(block.protocols) > 1:  # rows then carry their protocol, e.g. "Heart-LoRA [val]"
+        accuracy = "; ".join(f"[{p}] {PROTOCOL_TEXT.get(p, p)}" for p in block.protocols)
+    else:
+        accuracy = "; ".join(PROTOCOL_TEXT.get(p, p) for p in block.protocols)
     parts.append(f"Backbone {', '.join(tex(b) for b in block.backbones)}; accuracy: "
-                 f"{'; '.join(PROTOCOL_TEXT.get(p, p) for p in block.protocols)}.")
+                 f"{accuracy}.")
     if block.chance:
         tasks = ", ".join(f"{tex(t)} ({v:.1f}\\%)" for t, v in block.chance.items())
         parts.append(f"Within {CHANCE_MARGIN:g} points of chance (100 / classes) for every row: "
