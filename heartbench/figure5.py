@@ -60,9 +60,11 @@ def read_record(path: Path) -> dict:
 
 
 def _is_main_heart(record: dict) -> bool:
-    cfg = record.get("method_config") or {}
-    return (record.get("method") == "heart_lora" and cfg.get("score", "taylor") == "taylor"
-            and cfg.get("mode", "global") == "global" and (cfg.get("bits") or 1) < 32)
+    """The paper's Heart-LoRA (Taylor, global, quantised, Algorithm 1's score window) with a
+    fixed ne: not an ablation variant, not a run that chose its ne on val."""
+    from heartbench.report.select import heart_key
+
+    return heart_key(record) == "heart_lora" and not record.get("search")
 
 
 def pick_pair(results_dir: Path, task: str | None) -> tuple[dict, dict]:

@@ -119,3 +119,15 @@ def test_pick_pair_matches_task_backbone_and_seed(tmp_path):
 def test_missing_record_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         figure5.read_record(tmp_path / "nope.json")
+
+
+def test_pick_pair_takes_the_papers_heart_lora_not_an_ablation_variant(tmp_path):
+    """An epoch-mean score window (score_window_mini) or a val search is not Figure 5's run."""
+    _record(tmp_path, "heart_lora", {"rank": 4, "score_window": "epoch"}, "h0")
+    searched = _record(tmp_path, "heart_lora", {"rank": 4, "ne": 1}, "h1")
+    record = json.loads(searched.read_text())
+    searched.write_text(json.dumps({**record, "search": {"ne": [0, 1]}}))
+    _record(tmp_path, "heart_lora", {"rank": 4, "score_window": "last_step"}, "h2")
+    _record(tmp_path, "bilora", {"rank": 4}, "b1")
+    heart, _ = figure5.pick_pair(tmp_path / "res", None)
+    assert heart["run_id"] == "h2"
