@@ -61,10 +61,11 @@ def read_record(path: Path) -> dict:
 
 def _is_main_heart(record: dict) -> bool:
     """The paper's Heart-LoRA (Taylor, global, quantised, Algorithm 1's score window) with a
-    fixed ne: not an ablation variant, not a run that chose its ne on val."""
-    from heartbench.report.select import heart_key
+    fixed ne, on a ViT (the figure draws ViT attention): not an ablation variant, not a run
+    that chose its ne on val, not a Swin run."""
+    from heartbench.report.select import heart_key, is_swin
 
-    return heart_key(record) == "heart_lora" and not record.get("search")
+    return heart_key(record) == "heart_lora" and not record.get("search") and not is_swin(record)
 
 
 def pick_pair(results_dir: Path, task: str | None) -> tuple[dict, dict]:

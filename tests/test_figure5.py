@@ -122,8 +122,11 @@ def test_missing_record_is_a_user_error(tmp_path):
 
 
 def test_pick_pair_takes_the_papers_heart_lora_not_an_ablation_variant(tmp_path):
-    """An epoch-mean score window (score_window_mini) or a val search is not Figure 5's run."""
+    """An epoch-mean score window (score_window_mini), a val search or a Swin run is not
+    Figure 5's run."""
     _record(tmp_path, "heart_lora", {"rank": 4, "score_window": "epoch"}, "h0")
+    swin = _record(tmp_path, "heart_lora", {"rank": 4}, "h00")
+    swin.write_text(swin.read_text().replace('"vit_mini"', '"swin_mini"'))
     searched = _record(tmp_path, "heart_lora", {"rank": 4, "ne": 1}, "h1")
     record = json.loads(searched.read_text())
     searched.write_text(json.dumps({**record, "search": {"ne": [0, 1]}}))
