@@ -26,3 +26,20 @@ def one_of(what: str, value: object, choices: Iterable[str]) -> UserError:
     return UserError(
         f"unknown {what} {value!r}{closest(str(value), choices)}; expected one of: {', '.join(choices)}"
     )
+
+
+def message(err: BaseException) -> str:
+    """``err``'s message on one line. An error raised in a DataLoader worker reaches the main
+    process re-raised with the worker's whole traceback as its message ("Caught X in
+    DataLoader worker process 0. Original Traceback ..."): it ends with the original
+    ``module.Type: message`` (what follows the traceback's last indented line), of which
+    the message is kept."""
+    text = str(err).strip()
+    if "Original Traceback" in text:
+        lines = text.split("Original Traceback", 1)[1].splitlines()[1:]
+        start = 1 + max((i for i, line in enumerate(lines) if line[:1].isspace()), default=-1)
+        start = min(start, len(lines) - 1)
+        head, sep, rest = lines[start].partition(": ")
+        first = rest if sep and " " not in head else lines[start]
+        text = " ".join([first, *lines[start + 1:]])
+    return " ".join(text.split())

@@ -38,7 +38,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from heartbench.errors import UserError
+from heartbench.errors import UserError, message
 
 # How often `run` looks at records, claims and the queue while it waits.
 POLL_S = {"local": 1.0, "slurm": 3.0}
@@ -602,10 +602,10 @@ class RunShard(_Checkpointable):
                     raise
                 # No record: its checkpoint stays, and the next launch resumes it.
                 if isinstance(err, UserError):  # e.g. a full disk: its one line says it all
-                    return {**outcome, "status": "failed", "reason": str(err)}
+                    return {**outcome, "status": "failed", "reason": message(err)}
                 traceback.print_exc()
-                return {**outcome, "status": "failed",
-                        "reason": f"crashed ({type(err).__name__}: {err}); see the job's log"}
+                return {**outcome, "status": "failed", "reason": f"crashed ({type(err).__name__}:"
+                        f" {message(err)}); see the job's log"}
         error = record.get("error") or {}
         reason = f"epoch {error.get('epoch')}: {error.get('reason')}" if error else None
         return {**outcome, "status": record["status"], "reason": reason}
