@@ -59,23 +59,15 @@ def read_record(path: Path) -> dict:
     return record
 
 
-def _is_main_heart(record: dict) -> bool:
-    """The paper's Heart-LoRA (Taylor, global, quantised, Algorithm 1's score window) with a
-    fixed ne, on a ViT (the figure draws ViT attention): not an ablation variant, not a run
-    that chose its ne on val, not a Swin run."""
-    from heartbench.report.select import heart_key, is_swin
-
-    return heart_key(record) == "heart_lora" and not record.get("search") and not is_swin(record)
-
-
 def pick_pair(results_dir: Path, task: str | None) -> tuple[dict, dict]:
     """The (Heart-LoRA, Bi-LoRA) records to compare (see the module docstring)."""
+    from heartbench.report.select import is_fixed_ne_heart
     from heartbench.results import load_records
 
     loaded = load_records(results_dir)
     done = [r for r in loaded.done if r.get("shots") is None
             and (r.get("adapter") or {}).get("file")]
-    heart = [r for r in done if _is_main_heart(r) and not r.get("grid")]
+    heart = [r for r in done if is_fixed_ne_heart(r) and not r.get("grid")]
     bilora = [r for r in done if r.get("method") == "bilora"]
 
     def ident(r: dict) -> tuple:

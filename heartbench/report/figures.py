@@ -38,6 +38,7 @@ from heartbench.report.latex import tex
 from heartbench.report.select import (
     BENCHMARK_NAMES,
     heart_key,
+    is_fixed_ne_heart,
     is_swin,
     is_vtab_like,
     ne_of,
@@ -345,8 +346,7 @@ def fig3(records: list[dict], out: Path) -> list[Figure]:
 def _ne_curves(records: list[dict]) -> dict[str, tuple[list[dict], dict[str, list[dict]]]]:
     """benchmark -> (records, task -> records) of the main variant, tasks with several ne."""
     def keep(r: dict) -> bool:
-        return (heart_key(r) == "heart_lora" and is_vtab_like(r) and not is_swin(r)
-                and not r.get("search"))  # a run that chose its ne on val: no fixed-ne point
+        return is_fixed_ne_heart(r) and is_vtab_like(r)
 
     out = {}
     for benchmark, recs in _by_benchmark(records, keep).items():

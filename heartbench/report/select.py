@@ -62,6 +62,13 @@ def heart_key(record: dict) -> str | None:
     return key if window == "last_step" else f"{key}_window_{window}"
 
 
+def is_fixed_ne_heart(record: dict) -> bool:
+    """The paper's Heart-LoRA (``heart_key`` "heart_lora") run at a fixed ne on a ViT: not an
+    ablation variant, not a run that chose its ne on val (``search``), not a Swin run. The
+    runs the ne figures plot and Figure 5 draws."""
+    return heart_key(record) == "heart_lora" and not record.get("search") and not is_swin(record)
+
+
 def _heart_variant(cfg: dict) -> str:
     score = cfg.get("score", "taylor")
     mode = cfg.get("mode", "global")
