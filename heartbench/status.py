@@ -303,6 +303,8 @@ def main(args: argparse.Namespace) -> int:
     from heartbench.launch import select
     from heartbench.suite import load_suite
 
+    if args.archive_superseded and args.only:
+        raise UserError("--archive-superseded reads the whole suite's plan; drop --only")
     suite = load_suite(args.suite, data_root=args.data_root)
     runs = select(suite.runs, args.only)
     results_dir = Path(args.results_dir)
@@ -333,8 +335,6 @@ def main(args: argparse.Namespace) -> int:
     if args.archive_superseded:
         from heartbench.results import SUPERSEDED_DIR
 
-        if args.only:
-            raise UserError("--archive-superseded reads the whole suite's plan; drop --only")
         moved = archive_superseded(results_dir, suite.name, {r.run_id for r in suite.runs})
         print(f"{suite.name}: moved {moved} superseded record(s) to"
               f" {results_dir / SUPERSEDED_DIR / suite.name}")
@@ -349,11 +349,13 @@ def archive_superseded(results_dir: Path, suite_name: str, planned: set[str]) ->
 
     folder, target = results_dir / suite_name, results_dir / SUPERSEDED_DIR / suite_name
     unplanned = sorted(p.stem for p in folder.glob("*.json") if p.stem not in planned)
-    for run_id in unplanned:
-        for path in sorted(folder.glob(f"{run_id}.*")):
-            dest = target / path.name
-            if dest.exists():
-                raise UserError(f"{dest} already exists; not replacing it (move it away first)")
-            target.mkdir(parents=True, exist_ok=True)
-            path.rename(dest)
+    moves = [(path, target / path.name) for run_id in unplanned
+             for path in sorted(folder.glob(f"{run_id}.*"))]
+    clash = next((dest for _, dest in moves if dest.exists()), None)
+    if clash is not None:  # checked before anything moves: no run is left half moved
+        raise UserError(f"{clash} already exists; not replacing it (move it away first)")
+    if moves:
+        target.mkdir(parents=True, exist_ok=True)
+    for path, dest in moves:
+        path.rename(dest)
     return len(unplanned)

@@ -378,12 +378,16 @@ def test_status_archives_superseded_records(tmp_path: Path, synth_root: Path,
         f"{stale}.final.ckpt.prev", f"{stale}.json", f"{stale}.safetensors"]
     assert all(aside not in p.parents for p in load_records(tmp_path / "results").paths)
     assert not any(aside in p.parents for p, _ in load_records(tmp_path / "results").skipped)
-    # Never replaces what is already aside: one line, exit 2, nothing moved.
+    # Never replaces what is already aside: one line, exit 2, nothing moved (not even the
+    # records before the clash).
     (folder / f"{stale}.json").write_text("{}")
+    (folder / "0000000000000000.json").write_text("{}")
     assert cli(args + ["--archive-superseded"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{stale}.json already exists" in err[0]
     assert (folder / f"{stale}.json").read_text() == "{}"
+    assert (folder / "0000000000000000.json").exists()
+    assert not (aside / "0000000000000000.json").exists()
 
 
 def test_dry_run_totals_count_the_val_search(tmp_path: Path,
