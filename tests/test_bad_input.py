@@ -566,27 +566,32 @@ def check_mutated_suite(data: st.DataObject) -> None:
         assert out.getvalue() == ""
 
 
+def _reraised_from_worker(err: Exception) -> BaseException:
+    """``err`` as torch's DataLoader re-raises a worker's error in the main process."""
+    from torch._utils import ExceptionWrapper
+
+    try:
+        raise err
+    except Exception:
+        wrapped = ExceptionWrapper(where="in DataLoader worker process 0")
+    try:
+        wrapped.reraise()
+    except Exception as again:
+        return again
+    raise AssertionError("reraise() did not raise")
+
+
 def test_an_error_raised_in_a_dataloader_worker_reads_as_one_line() -> None:
     """torch re-raises a worker's error with the worker's traceback as its message; a failed
     run's reason keeps the original one line."""
-    from torch._utils import ExceptionWrapper
-
     from heartbench.errors import UserError, message
 
-    try:
-        raise UserError("image /d/colors/images/train/000001.jpg cannot be decoded (OSError)")
-    except UserError:
-        wrapped = ExceptionWrapper(where="in DataLoader worker process 0")
-    with pytest.raises(UserError) as caught:
-        wrapped.reraise()
-    assert len(str(caught.value).splitlines()) > 3  # what torch gives
-    assert message(caught.value) == ("image /d/colors/images/train/000001.jpg cannot be"
-                                     " decoded (OSError)")
-    try:
-        raise ValueError("bad\nvalue")
-    except ValueError:
-        crash = ExceptionWrapper(where="in DataLoader worker process 1")
-    with pytest.raises(ValueError) as caught:
-        crash.reraise()
-    assert message(caught.value) == "bad value"  # the original message, on one line
+    user = _reraised_from_worker(
+        UserError("image /d/colors/images/train/000001.jpg cannot be decoded (OSError)"))
+    assert isinstance(user, UserError)
+    assert len(str(user).splitlines()) > 3  # what torch gives
+    assert message(user) == "image /d/colors/images/train/000001.jpg cannot be decoded (OSError)"
+    crash = _reraised_from_worker(ValueError("bad\nvalue"))
+    assert isinstance(crash, ValueError)
+    assert message(crash) == "bad value"  # the original message, on one line
     assert message(UserError("plain  message\n  on two lines")) == "plain message on two lines"
