@@ -93,7 +93,6 @@ def main(args: argparse.Namespace) -> int:
                         " and launcher.array_parallelism in the suite instead")
     args.jobs = args.jobs or int(suite.launcher.get("jobs", 1))
     check_device(suite, runs, executor)
-    check_writable(results_dir)
     runs = with_content(suite, runs)  # data fingerprint and weights hash, for is_done
     todo = [r for r in runs if args.force or not is_done(results_dir, r, report=True)]
     print(f"{suite.name}: {len(runs)} runs, {len(runs) - len(todo)} already done,"
@@ -101,7 +100,15 @@ def main(args: argparse.Namespace) -> int:
     if not todo:
         return 0
     request = slurm_request(suite, todo) if executor == "slurm" else None
-    jobs, shards = submit(executor, suite, todo, results_dir, args, request)
+    made = [p for p in (results_dir, *results_dir.parents) if not p.exists()]
+    check_writable(results_dir)
+    try:
+        jobs, shards = submit(executor, suite, todo, results_dir, args, request)
+    except UserError:
+        for folder in made:  # a refused submission leaves no folder it made (innermost first)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     if args.no_wait and executor != "debug":
         print(f"submitted {len(jobs)} job(s) with the {executor} executor:"
               f" {', '.join(str(j.job_id) for j in jobs[:10])}{' ...' if len(jobs) > 10 else ''}")
@@ -268,6 +275,8 @@ def submit(executor_name: str, suite: Any, todo: list[Any], results_dir: Path,
         # Local jobs share this machine's cores: oversubscribed BLAS threads spin and slow
         # every job down many times.
         threads = max(1, (os.cpu_count() or 1) // len(shards))
+    # launcher.threads pins it (a record's numbers can depend on the thread count).
+    threads = int(launcher.get("threads", threads))
     executor.update_parameters(**params)
     # A claim older than a job's time limit (plus slack) cannot belong to a live job.
     job = RunShard(claim_max_age_s=timeout_min * 60 + 600, threads=threads, pack=pack)

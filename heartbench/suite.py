@@ -6,7 +6,8 @@ Schema (every key optional unless marked; README.md "Suites" has the long form):
     [backbone]   name*, weights, drop_path_rate, kwargs
     [train]      epochs, warmup_epochs, lr, weight_decay, batch_size, warmup_lr_init, min_lr,
                  normalize, eval_every, num_workers, device, max_train_batches, precision
-    [launcher]   executor, jobs (local worker processes), timeout_min, partition,
+    [launcher]   executor, jobs (local worker processes), threads (torch threads per job),
+                 timeout_min, partition,
                  gpus_per_node, cpus_per_task, mem_gb, array_parallelism, runs_per_task,
                  slurm_extra, pack (train up to K compatible runs as one model: pack.py)
     [[methods]]  name*, label, config, grid, per_task, tasks, seeds, train
@@ -74,7 +75,7 @@ SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "backbone": {"name": str, "weights": str, "drop_path_rate": (int, float), "kwargs": dict},
     "train": {k: (int, float) if isinstance(v, float) else type(v)
               for k, v in {**TRAIN_DEFAULTS, **FEWSHOT_RECIPE}.items()},
-    "launcher": {"executor": str, "jobs": int, "timeout_min": int, "partition": str,
+    "launcher": {"executor": str, "jobs": int, "threads": int, "timeout_min": int, "partition": str,
                  "gpus_per_node": int, "cpus_per_task": int, "mem_gb": (int, float), "array_parallelism": int,
                  "runs_per_task": int, "slurm_extra": dict, "pack": int},
     "methods": {"name": str, "label": str, "config": dict, "grid": dict, "per_task": dict,
@@ -236,7 +237,7 @@ def _build(path: Path, raw: dict[str, Any], data_root: str | None) -> Suite:
     _check_train(path, "train", train)
     backbone = _backbone(path, raw["backbone"])
     launcher = {"executor": "auto", **raw.get("launcher", {})}
-    for key in ("jobs", "timeout_min", "cpus_per_task", "array_parallelism", "mem_gb",
+    for key in ("jobs", "threads", "timeout_min", "cpus_per_task", "array_parallelism", "mem_gb",
                 "runs_per_task", "pack"):
         if key in launcher and not launcher[key] > 0:
             raise UserError(f"{path}: launcher.{key} must be > 0, got {launcher[key]}")

@@ -153,9 +153,9 @@ down() {
     # Reverse order: slurmd, slurmctld, then munged.
     while read -r name pid; do
         if alive "$pid" "$name"; then
-            kill "$pid"
+            kill "$pid" 2>/dev/null || true  # it may end between the check and the kill
             for _ in $(seq 100); do alive "$pid" "$name" || break; sleep 0.1; done
-            alive "$pid" "$name" && kill -9 "$pid"
+            if alive "$pid" "$name"; then kill -9 "$pid" 2>/dev/null || true; fi
             stopped+=("$name($pid)")
         fi
     done < <(tac "$STATE")

@@ -219,6 +219,57 @@ def test_slurm_defaults_fit_a_cpu_node(tmp_path: Path, synth_root: Path,
     assert job["job"] == "4242" and len(job["runs"]) == 3
 
 
+def test_launcher_threads_pins_the_thread_count(tmp_path: Path, synth_root: Path) -> None:
+    """``launcher.threads`` overrides the default share of the cores, and the record says so."""
+    import torch
+
+    suite = suite_file(tmp_path, synth_root)
+    suite.write_text(suite.read_text().replace("jobs = 2", "jobs = 2\nthreads = 3")
+                     .replace("epochs = 3", "epochs = 2\nmax_train_batches = 2"))
+    results = tmp_path / "results"
+    before = torch.get_num_threads()
+    try:
+        assert cli(["run", str(suite), "--executor", "debug", "--results-dir", str(results),
+                    "--only", "Heart-LoRA"]) == 0
+    finally:
+        torch.set_num_threads(before)
+    (path,) = (results / "mini").glob("*.json")
+    assert json.loads(path.read_text())["threads"] == 3
+
+
+def test_zero_gpus_is_a_cpu_request_on_a_gpu_partition(
+        tmp_path: Path, synth_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``gpus_per_node = 0`` is valid: CPU jobs on a partition that has GPUs ask for none."""
+    fake_slurm(tmp_path, monkeypatch, "node1|gpu-long|8|64000|gpu:a100:4(S:0-1)")
+    suite = suite_file(tmp_path, synth_root)
+    suite.write_text(suite.read_text().replace("gpus_per_node = 2", "gpus_per_node = 0"))
+    results = tmp_path / "results"
+    assert cli(["run", str(suite), "--executor", "slurm", "--no-wait",
+                "--results-dir", str(results)]) == 0
+    (script, *more) = (results / "mini" / ".submitit").rglob("*_submission.sh")
+    options = [line for line in script.read_text().splitlines() if line.startswith("#SBATCH")]
+    assert not more and "#SBATCH --partition=gpu-long" in options
+    assert not [o for o in options if "--gpus" in o or "--gres" in o], options
+
+
+def test_refused_sbatch_is_one_line_and_leaves_no_folder(
+        tmp_path: Path, synth_root: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """sbatch's own refusal (after every check of ours passed): its error line, exit 2, and
+    neither the results folder nor submitit's files are left behind."""
+    fake_slurm(tmp_path, monkeypatch, "node1|gpu-long|8|64000|gpu:a100:4(S:0-1)")
+    sbatch = tmp_path / "bin" / "sbatch"
+    sbatch.write_text('#!/bin/sh\necho "sbatch: error: Batch job submission failed:'
+                      ' Invalid account or account/partition combination specified" >&2\nexit 1\n')
+    suite = suite_file(tmp_path, synth_root)
+    results = tmp_path / "new" / "results"
+    capsys.readouterr()
+    rc = cli(["run", str(suite), "--executor", "slurm", "--results-dir", str(results)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and "Invalid account" in lines[0], lines
+    assert not (tmp_path / "new").exists()
+
+
 @pytest.mark.slow
 def test_smoke_suite_trains_every_method(tmp_path: Path, synth_root: Path) -> None:
     """The shipped smoke suite: every registered method, one record each per task."""
