@@ -421,6 +421,33 @@ def test_scancel_then_rerun_resumes_exactly(cluster: str, tmp_path: Path, synth_
     assert leftovers(results / "interrupt") == []
 
 
+def test_failed_run_is_reported_and_kept_apart_on_slurm(cluster: str, tmp_path: Path,
+                                                       synth_root: Path) -> None:
+    """One array task of two runs, the first diverging (lr = 1e30): the task goes on to the
+    second, `run` waits and reports the failure with its reason and exit 1, `status` shows
+    it failed with that reason, and a rerun trains only the failed run again."""
+    text = LONG.format(name="diverge", data=synth_root, extra="runs_per_task = 2")
+    text = text.replace("epochs = 8", "epochs = 2\nmax_train_batches = 4").replace(
+        "warmup_epochs = 2", "warmup_epochs = 1")
+    text += ('\n[[methods]]\nname = "lora"\nlabel = "LoRA-lr1e30"\nconfig = { rank = 4 }\n'
+             'train = { lr = 1e30 }\n')
+    suite = tmp_path / "diverge.toml"
+    suite.write_text(text)
+    results = tmp_path / "results"
+    rc, out, err = finish(heartbench("run", str(suite), "--results-dir", str(results)))
+    assert rc == 1, out + err
+    assert "1 array task(s) of up to 2 runs" in out, out
+    assert "finished: 1 done, 1 failed" in out, out
+    (bad,) = re.findall(r"FAILED (\w+) colors LoRA-lr1e30: epoch \d+: loss is (?:nan|inf)", out)
+    rc, out, err = finish(heartbench("status", str(suite), "--results-dir", str(results)))
+    assert re.search(rf"(?m)^{bad} .* failed +epoch \d+: loss is (nan|inf)", out), out
+    (counts,) = re.findall(r"(?m)^diverge: 2 runs: (.*)$", out)
+    assert sorted(counts.split(", ")) == ["1 done", "1 failed"], out
+    rc, out, err = finish(heartbench("run", str(suite), "--results-dir", str(results)))
+    assert rc == 1 and "2 runs, 1 already done, 1 to run" in out, out + err
+    assert leftovers(results / "diverge") == []
+
+
 # ---------------------------------------------------------------------------
 # Mistakes: one line, exit code 2, nothing left behind
 # ---------------------------------------------------------------------------
