@@ -60,6 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run only runs whose task, method, label or run id matches this glob"
                              " (repeatable)")
     parser.add_argument("--force", action="store_true", help="rerun runs that already have a record")
+    parser.add_argument("--verify-deep", action="store_true",
+                        help="vtab1k/fewshot: before submitting, also decode every image and look"
+                             " for test images among the training images (as `data verify"
+                             " --deep`; the counts and labels are always checked)")
     parser.add_argument("--jobs", type=int,
                         help="local executor: worker processes, the cores shared out as threads"
                              " (default: the suite's launcher.jobs, else 1); not for slurm")
@@ -85,7 +89,7 @@ def main(args: argparse.Namespace) -> int:
     # The user's own inputs first (data, weights, results directory), then this machine's
     # executor and device, and only then is the results directory made: a mistake leaves
     # nothing behind, and a data error is named even where Slurm is installed but down.
-    check_inputs(suite, runs)
+    check_inputs(suite, runs, deep=args.verify_deep)
     check_writable(results_dir, create=False)
     executor = resolve_executor(args.executor or suite.launcher["executor"])
     if executor == "slurm" and args.jobs is not None:

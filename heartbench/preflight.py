@@ -34,8 +34,9 @@ def check_writable(results_dir: Path, create: bool = True) -> None:
         raise UserError(f"results directory {results_dir} is not writable ({err.strerror})") from None
 
 
-def check_inputs(suite: Any, runs: list[Any]) -> None:
-    """Data and weights problems surface here, before any job is submitted."""
+def check_inputs(suite: Any, runs: list[Any], deep: bool = False) -> None:
+    """Data and weights problems surface here, before any job is submitted (``deep``:
+    the manifest's deep checks too, ``run --verify-deep``)."""
     from heartbench.data.tasks import is_fewshot
 
     tasks = sorted({r.task for r in runs})
@@ -67,7 +68,7 @@ def check_inputs(suite: Any, runs: list[Any]) -> None:
 
     warning = check_standard_copy(suite.data_root, suite.benchmark, tasks,
                                   sorted({r.shots for r in runs if r.shots}),
-                                  sorted({r.seed for r in runs}))
+                                  sorted({r.seed for r in runs}), deep=deep)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     weights = suite.backbone["weights"]

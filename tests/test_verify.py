@@ -99,6 +99,12 @@ def _edit_line(path: Path, index: int, text: str | None) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def assert_row_names_task_and_problem(check: TaskCheck) -> None:
+    """The printed row of a failing task: its name, FAIL and every problem."""
+    row = check.row()
+    assert row.split()[:2] == ["kitti", "FAIL"] and all(p in row for p in check.problems), row
+
+
 def test_correct_copy_passes_cheap_and_deep(good_vtab: Path) -> None:
     check = _kitti(good_vtab, deep=True)
     assert check.ok, check.problems
@@ -114,7 +120,7 @@ def test_wrong_count_fails(vtab: Path) -> None:
     _edit_line(vtab / "kitti" / "test.txt", -1, None)
     check = _kitti(vtab)
     assert check.problems == ["test: 710 lines, expected 711"]
-    assert check.row().startswith("kitti") and "FAIL" in check.row()
+    assert_row_names_task_and_problem(check)
 
 
 def test_label_out_of_range_fails(vtab: Path) -> None:
@@ -122,12 +128,14 @@ def test_label_out_of_range_fails(vtab: Path) -> None:
     check = _kitti(vtab)
     assert len(check.problems) == 1
     assert "test.txt: 1 labels outside [0, 4) (first: line 6: 4)" in check.problems[0]
+    assert_row_names_task_and_problem(check)
 
 
 def test_missing_image_fails(vtab: Path) -> None:
     (vtab / "kitti" / "images" / "test" / "000007.png").unlink()
     check = _kitti(vtab)
     assert check.problems == ["test: 1 listed images missing (first: images/test/000007.png)"]
+    assert_row_names_task_and_problem(check)
 
 
 def test_union_mismatch_fails(vtab: Path) -> None:
@@ -137,6 +145,7 @@ def test_union_mismatch_fails(vtab: Path) -> None:
     check = _kitti(vtab)
     assert len(check.problems) == 1 and "train800val200 is not train800 + val200" in \
         check.problems[0]
+    assert_row_names_task_and_problem(check)
 
 
 def test_train_test_duplicate_fails_deep_only(vtab: Path) -> None:
@@ -147,6 +156,7 @@ def test_train_test_duplicate_fails_deep_only(vtab: Path) -> None:
     check = _kitti(vtab, deep=True)
     assert check.problems == ["1 test images are byte-identical to training images (first:"
                               " images/test/000020.png = images/train800/000010.png)"]
+    assert_row_names_task_and_problem(check)
 
 
 def test_corrupt_image_fails_deep(vtab: Path) -> None:
@@ -155,6 +165,7 @@ def test_corrupt_image_fails_deep(vtab: Path) -> None:
     check = _kitti(vtab, deep=True)
     assert len(check.problems) == 1
     assert check.problems[0].startswith("1 images do not decode (first: images/test/000003.png")
+    assert_row_names_task_and_problem(check)
 
 
 def test_missing_task_and_list(vtab: Path) -> None:
@@ -257,6 +268,25 @@ def test_run_says_so_before_submitting(tmp_path: Path, vtab: Path,
     assert cli(["run", str(suite), "--results-dir", str(results), "--executor", "debug"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "kitti: train800: 799 lines, expected 800" in err[0]
+    assert not results.exists()
+
+
+def test_run_verify_deep_refuses_a_train_test_duplicate(tmp_path: Path, vtab: Path,
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    """The cheap pre-flight cannot see a test image that is a training image; --verify-deep
+    does, before anything runs (the plain --dry-run plan is unaffected)."""
+    folder = vtab / "kitti"
+    shutil.copyfile(folder / "images" / "train800" / "000010.png",
+                    folder / "images" / "test" / "000020.png")
+    suite = tmp_path / "std.toml"
+    suite.write_text(RUN_SUITE.format(data=vtab))
+    results = tmp_path / "results"
+    assert cli(["run", str(suite), "--results-dir", str(results), "--executor", "debug",
+                "--verify-deep"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "kitti: 1 test images are byte-identical to training images" \
+        in err[0], err
     assert not results.exists()
 
 

@@ -397,8 +397,10 @@ ALLOW_ENV = "HEARTBENCH_NONSTANDARD_DATA"
 
 def check_standard_copy(root: str | os.PathLike, benchmark: str, tasks: Iterable[str],
                         shots: Iterable[int] | None = None,
-                        seeds: Iterable[int] | None = None) -> str | None:
-    """For vtab1k and fewshot: None when the run's tasks match the manifest (cheap checks).
+                        seeds: Iterable[int] | None = None, deep: bool = False) -> str | None:
+    """For vtab1k and fewshot: None when the run's tasks match the manifest (cheap checks;
+    ``deep``: also every image decodes and no test image is a training image, as
+    ``data verify --deep``).
 
     Otherwise raises one UserError naming the first task that does not and its problems,
     or, with ``HEARTBENCH_NONSTANDARD_DATA=1``, returns that text as a warning. Other
@@ -409,9 +411,10 @@ def check_standard_copy(root: str | os.PathLike, benchmark: str, tasks: Iterable
     root = Path(root)
     for task in tasks:
         if benchmark == "vtab1k":
-            check = check_vtab_task(root, task, fingerprint=False)
+            check = check_vtab_task(root, task, deep=deep, fingerprint=False)
         else:
-            check = check_fewshot_dataset(root, task, shots=tuple(shots or mf.FEWSHOT_SHOTS),
+            check = check_fewshot_dataset(root, task, deep=deep,
+                                          shots=tuple(shots or mf.FEWSHOT_SHOTS),
                                           seeds=tuple(seeds if seeds is not None
                                                       else mf.FEWSHOT_SEEDS),
                                           fingerprint=False)
