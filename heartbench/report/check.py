@@ -37,8 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from heartbench.errors import UserError
-
-TWIN_BENCHMARKS: tuple[str, ...] = ("vtab_mini", "fewshot_mini", "synth")
+from heartbench.report.select import TWIN_BENCHMARKS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

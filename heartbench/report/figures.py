@@ -46,7 +46,7 @@ from heartbench.report.select import (
     select_cell,
     test_acc,
 )
-from heartbench.report.stats import task_order
+from heartbench.report.stats import at_chance, task_order
 
 COLUMN_WIDTH_IN = 3.4
 
@@ -76,7 +76,6 @@ SCORE_NAMES = {"taylor": "Taylor", "weight_l2": "weight L2", "grad_l2": "grad L2
 SELECTION_NOTE = ("Each point: among the grid configurations with all of the curve's seeds, the one "
                   "with the best mean test accuracy over them.")
 PAPER_BENCHMARKS = ("vtab1k", "fewshot")
-CHANCE_MARGIN = 3.0  # points: a task whose every value is this close to 100/classes is "at chance"
 
 
 @dataclass(frozen=True)
@@ -135,13 +134,12 @@ def _seeds_text(seeds: frozenset) -> str:
 
 
 def _chance(records: list[dict], tasks: list[str], values: dict[str, list[float]]) -> list[str]:
-    """Tasks whose every shown accuracy is within CHANCE_MARGIN points of 100 / classes."""
+    """Tasks whose every shown accuracy is at chance (stats.at_chance)."""
     classes = {r["task"]: r.get("num_classes") for r in records}
     out = []
     for t in tasks:
         n = classes.get(t)
-        if isinstance(n, int) and n > 1 and values.get(t) and all(
-                abs(v - 100 / n) <= CHANCE_MARGIN for v in values[t]):
+        if at_chance(values.get(t) or [], n):
             out.append(f"{tex(_label(t))} ({100 / n:.0f}\\%)")
     return out
 

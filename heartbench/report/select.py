@@ -19,7 +19,8 @@ TAYLOR_SCORES: tuple[str, ...] = ("taylor", "neg_taylor", "abs_taylor")
 ABLATION_BASELINES: tuple[str, ...] = ("full", "lora")  # repeated from Table 1 in Tables 3, 5, 6
 # The paper searches ne in {1, 3, 6} and falls back to ne = 0 where masking hurts (App. F.5).
 PAPER_NE: tuple[int, ...] = (0, 1, 3, 6)
-TABLE_NUMBERS: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
+# The CPU twins' benchmarks (synth: the throwaway smoke data), never the paper's numbers.
+TWIN_BENCHMARKS: tuple[str, ...] = ("vtab_mini", "fewshot_mini", "synth")
 # A measured block is written only when it has a row of what its table is about (not
 # just the Full / LoRA rows that Tables 3, 5 and 6 repeat, or the main row Table 2 repeats).
 DEFINING_KEYS: dict[int, tuple[str, ...]] = {

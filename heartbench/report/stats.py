@@ -229,7 +229,13 @@ def _block(table: int, benchmark: str, task_group: dict[str, str],
     )
 
 
-CHANCE_MARGIN = 3.0  # points
+CHANCE_MARGIN = 3.0  # points: a task whose every value is this close to 100/classes is "at chance"
+
+
+def at_chance(values: list[float], classes: Any) -> bool:
+    """Whether every accuracy in ``values`` (points) is within CHANCE_MARGIN of 100 / classes."""
+    return (isinstance(classes, int) and classes > 1 and bool(values)
+            and all(abs(v - 100 / classes) <= CHANCE_MARGIN for v in values))
 
 
 def _chance_tasks(rows: list[MeasuredRow], recs: list[dict]) -> dict[str, float]:
@@ -237,10 +243,7 @@ def _chance_tasks(rows: list[MeasuredRow], recs: list[dict]) -> dict[str, float]
     classes = {r["task"]: r.get("num_classes") for r in recs}
     out = {}
     for task, n in sorted(classes.items()):
-        if not isinstance(n, int) or n < 2:
-            continue
-        means = [row.cells[task].mean for row in rows if task in row.cells]
-        if means and all(abs(m - 100 / n) <= CHANCE_MARGIN for m in means):
+        if at_chance([row.cells[task].mean for row in rows if task in row.cells], n):
             out[task] = 100 / n
     return out
 

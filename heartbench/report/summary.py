@@ -15,10 +15,10 @@ import os
 from pathlib import Path
 
 from heartbench.errors import UserError
+from heartbench.report.select import TWIN_BENCHMARKS
 
 SUMMARY_FILE = "twin_summary.csv"
 FIELDS: tuple[str, ...] = ("suite", "run_id", "benchmark", "task", "label", "seed", "test_acc")
-TWIN_BENCHMARKS: tuple[str, ...] = ("vtab_mini", "fewshot_mini", "synth")
 
 
 def _row(record: dict) -> dict[str, str]:

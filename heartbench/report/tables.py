@@ -69,7 +69,7 @@ from heartbench.report.latex import (
     stat_cell,
     tex,
 )
-from heartbench.report.select import BENCHMARK_NAMES, PAPER_BENCHMARK
+from heartbench.report.select import BENCHMARK_NAMES, PAPER_BENCHMARK, TWIN_BENCHMARKS
 from heartbench.report.stats import (
     CHANCE_MARGIN,
     Deviation,
@@ -108,7 +108,6 @@ TABLE_SUBJECT: dict[int, str] = {
 
 
 
-TWIN_BENCHMARKS: tuple[str, ...] = ("vtab_mini", "fewshot_mini", "synth")
 SELECTION_TEXT: dict[str, str] = {
     "test": "the best mean test accuracy over these seeds (selection on the test set, as the "
             "paper does; these records have no val200 selection)",
