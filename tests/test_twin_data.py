@@ -315,9 +315,9 @@ def _interrupt_after(n: int, write):
 
 
 def test_an_interrupted_vtab_write_leaves_no_task_folder(tmp_path, monkeypatch):
-    from heartbench.data import synth
+    from heartbench.data import writing
 
-    monkeypatch.setattr(synth, "write_image", _interrupt_after(50, synth.write_image))
+    monkeypatch.setattr(writing, "write_image", _interrupt_after(50, writing.write_image))
     with pytest.raises(_Interrupt):
         twin.write_vtab_mini(tmp_path, tasks=["digits8"])
     assert list(tmp_path.iterdir()) == []  # neither digits8/ nor a hidden partial folder
@@ -326,11 +326,11 @@ def test_an_interrupted_vtab_write_leaves_no_task_folder(tmp_path, monkeypatch):
 def test_an_interrupted_rewrite_keeps_the_old_task(mini_root, tmp_path, monkeypatch):
     import shutil
 
-    from heartbench.data import synth
+    from heartbench.data import writing
 
     shutil.copytree(mini_root / "digits8", tmp_path / "digits8")
     before = _digest(tmp_path)
-    monkeypatch.setattr(synth, "write_image", _interrupt_after(50, synth.write_image))
+    monkeypatch.setattr(writing, "write_image", _interrupt_after(50, writing.write_image))
     with pytest.raises(_Interrupt):
         twin.write_vtab_mini(tmp_path, seed=1, tasks=["digits8"])
     assert _digest(tmp_path) == before and [p.name for p in tmp_path.iterdir()] == ["digits8"]
@@ -340,14 +340,14 @@ def test_an_interrupted_rewrite_keeps_the_old_task(mini_root, tmp_path, monkeypa
 
 
 def test_an_interrupted_fewshot_or_synth_write_leaves_no_folder(tmp_path, monkeypatch):
-    from heartbench.data import synth
+    from heartbench.data import writing
     from heartbench.data.twin import fewshot_mini
 
-    monkeypatch.setattr(fewshot_mini, "write_image", _interrupt_after(30, synth.write_image))
+    monkeypatch.setattr(fewshot_mini, "write_image", _interrupt_after(30, writing.write_image))
     with pytest.raises(_Interrupt):
         twin.write_fewshot_mini(tmp_path / "f", datasets=["digits8"])
     assert list((tmp_path / "f").iterdir()) == []
-    monkeypatch.setattr(synth, "write_image", _interrupt_after(30, synth.write_image))
+    monkeypatch.setattr(writing, "write_image", _interrupt_after(30, writing.write_image))
     with pytest.raises(_Interrupt):
         twin.ensure_twin_task("synth", tmp_path / "s", "stripes")
     assert list((tmp_path / "s").iterdir()) == []

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from heartbench.data.synth import task_rng
 from heartbench.data.tasks import get_benchmark, resolve_task
+from heartbench.data.writing import task_rng
 from heartbench.errors import UserError
 
 # Test-set sizes of the paper's Table 8 (train800val200 is 1,000 images for every task).

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from heartbench.data.synth import task_rng, write_image
 from heartbench.data.tasks import get_benchmark, resolve_task
 from heartbench.data.twin.common import stratified_split
 from heartbench.data.twin.images import SIZE, pad_to, resize, to_rgb
 from heartbench.data.twin.sources import animal_silhouettes, mnist_digits, sklearn_digits
 from heartbench.data.twin.writer import task_folder
+from heartbench.data.writing import task_rng, write_image
 
 FEWSHOT_POOL, FEWSHOT_VAL, FEWSHOT_TEST = 32, 10, 100  # per class
 

@@ -7,11 +7,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from heartbench.data.synth import task_rng
 from heartbench.data.twin.common import TaskData, stratified_split
 from heartbench.data.twin.images import SIZE, pad_to, resize, to_rgb
 from heartbench.data.twin.photos import source_classes
 from heartbench.data.twin.sources import animal_silhouettes, mnist_digits, sklearn_digits
+from heartbench.data.writing import task_rng
 
 TEXTURE_SOURCES = ["brick", "grass", "gravel"]
 

@@ -7,10 +7,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from heartbench.data.synth import balanced_labels, task_rng
 from heartbench.data.twin.common import N_TEST, N_TRAINVAL, TaskData
 from heartbench.data.twin.images import SIZE, crop_resize
 from heartbench.data.twin.sources import skimage_image
+from heartbench.data.writing import balanced_labels, task_rng
 
 
 def random_crops(

@@ -7,11 +7,11 @@ import functools
 
 import numpy as np
 
-from heartbench.data.synth import balanced_labels, task_rng
 from heartbench.data.twin.common import N_TEST, N_TRAINVAL, TaskData
 from heartbench.data.twin.images import crop_resize, resize
 from heartbench.data.twin.photos import box_mean, integral, random_crops, source_classes
 from heartbench.data.twin.sources import skimage_image
+from heartbench.data.writing import balanced_labels, task_rng
 
 MODALITY_SOURCES = ["immunohistochemistry", "retina", "cell", "hubble_deep_field", "moon"]
 

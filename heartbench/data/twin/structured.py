@@ -8,10 +8,10 @@ from collections.abc import Iterable
 import numpy as np
 from PIL import Image
 
-from heartbench.data.synth import balanced_labels, task_rng
 from heartbench.data.twin.common import N_TEST, N_TRAINVAL, TaskData, stratified_split
 from heartbench.data.twin.images import SIZE, digit_stamp, pad_to, random_color, stamp_on, to_rgb
 from heartbench.data.twin.sources import mnist_digits
+from heartbench.data.writing import balanced_labels, task_rng
 
 ORIENTATION_DIGITS = (2, 3, 4, 5, 7)  # no 0/1/8 (180-degree symmetric) and no 6/9 (swap)
 COUNT_SIDE = 10

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 
-from heartbench.data.synth import write_vtab_task
 from heartbench.data.tasks import get_benchmark, resolve_task
 from heartbench.data.twin.common import TaskData
 from heartbench.data.twin.natural import build_animals, build_digits8, build_mnist, build_textures
@@ -17,6 +16,7 @@ from heartbench.data.twin.structured import (
     build_scale,
 )
 from heartbench.data.twin.writer import task_folder
+from heartbench.data.writing import write_vtab_task
 
 # A new twin task: its builder in the module of its group, one line here, one in tasks.py.
 BUILDERS: dict[str, Callable[[int], TaskData]] = {
