@@ -34,22 +34,40 @@ def check_writable(results_dir: Path, create: bool = True) -> None:
         raise UserError(f"results directory {results_dir} is not writable ({err.strerror})") from None
 
 
-def check_inputs(suite: Any, runs: list[Any], deep: bool = False) -> None:
-    """Data and weights problems surface here, before any job is submitted (``deep``:
-    the manifest's deep checks too, ``run --verify-deep``)."""
+# What makes a benchmark's data, named in the one line when it is missing ({root}, {tasks},
+# {tasks_option}: " --tasks a,b" unless the runs need every task of the benchmark).
+DATA_COMMANDS: dict[str, str] = {
+    "vtab1k": "make it with 'python -m heartbench data prepare vtab1k --out {root}{tasks_option}'"
+              " (internet and pip install -e \".[tfds]\"), or point --data-root at your copy",
+    "fewshot": "heartbench cannot build the few-shot copy (NOAH's lists and images: README,"
+               " 'Data and weights'); point --data-root at your copy",
+}
+
+
+def data_hint(suite: Any, tasks: list[str]) -> str | None:
+    """The command that makes ``suite``'s data (suite.data_command, else the benchmark's)."""
+    command = suite.data_command
+    if command is not None:
+        command = f"make it with '{command}'"
+    else:
+        command = DATA_COMMANDS.get(suite.benchmark)
+    if command is None:
+        return None
+    from heartbench.data.tasks import get_benchmark
+
+    every = set(tasks) >= set(get_benchmark(suite.benchmark))
+    return command.format(root=suite.data_root, tasks=",".join(tasks),
+                          tasks_option="" if every else f" --tasks {','.join(tasks)}")
+
+
+# The loaders' messages for data that is not there at all (not for a broken copy).
+MISSING_DATA = ("does not exist or is not a folder", "no folder for", "missing list file")
+
+
+def _check_layout(suite: Any, runs: list[Any], tasks: list[str]) -> None:
+    """Every list file the runs read is there, well formed, and names existing images."""
     from heartbench.data.tasks import is_fewshot
 
-    tasks = sorted({r.task for r in runs})
-    if suite.benchmark in ("synth", "vtab_mini", "fewshot_mini"):
-        # Synthetic and twin data are deterministic, made from installed packages: write
-        # each missing task rather than fail (a whole folder or none, if interrupted).
-        from heartbench.data.twin import ensure_twin_task
-
-        for task in tasks:
-            if not (Path(suite.data_root) / task).is_dir():
-                print(f"writing {suite.benchmark} task {task!r} to {suite.data_root}"
-                      " (first use)", flush=True)
-                ensure_twin_task(suite.benchmark, suite.data_root, task)
     if is_fewshot(suite.benchmark):
         from heartbench.data.fewshot import validate_fewshot
 
@@ -64,6 +82,30 @@ def check_inputs(suite: Any, runs: list[Any], deep: bool = False) -> None:
         splits = ("train800", "val200", "train800val200", "test") \
             if suite.eval_protocol == "val" else ("train800val200", "test")
         validate_vtab(suite.data_root, suite.benchmark, tasks, splits)
+
+
+def check_inputs(suite: Any, runs: list[Any], deep: bool = False) -> None:
+    """Data and weights problems surface here, before any job is submitted (``deep``:
+    the manifest's deep checks too, ``run --verify-deep``)."""
+
+    tasks = sorted({r.task for r in runs})
+    if suite.benchmark in ("synth", "vtab_mini", "fewshot_mini"):
+        # Synthetic and twin data are deterministic, made from installed packages: write
+        # each missing task rather than fail (a whole folder or none, if interrupted).
+        from heartbench.data.twin import ensure_twin_task
+
+        for task in tasks:
+            if not (Path(suite.data_root) / task).is_dir():
+                print(f"writing {suite.benchmark} task {task!r} to {suite.data_root}"
+                      " (first use)", flush=True)
+                ensure_twin_task(suite.benchmark, suite.data_root, task)
+    try:
+        _check_layout(suite, runs, tasks)
+    except UserError as err:
+        hint = data_hint(suite, tasks)
+        if hint and any(m in str(err) for m in MISSING_DATA):
+            raise UserError(f"{err}; {hint}") from None
+        raise
     from heartbench.data.verify import check_standard_copy  # vtab1k/fewshot: the manifest
 
     warning = check_standard_copy(suite.data_root, suite.benchmark, tasks,

@@ -2,7 +2,8 @@
 
 Schema (every key optional unless marked; README.md "Suites" has the long form)::
 
-    [suite]      name, description, benchmark*, data_root*, tasks, seeds, eval_protocol, shots
+    [suite]      name, description, benchmark*, data_root*, data_command (what makes the data,
+                 named when it is missing; {root}, {tasks}), tasks, seeds, eval_protocol, shots
     [backbone]   name*, weights, drop_path_rate, kwargs
     [train]      epochs, warmup_epochs, lr, weight_decay, batch_size, warmup_lr_init, min_lr,
                  normalize, eval_every, num_workers, device, max_train_batches, precision
@@ -71,6 +72,7 @@ NON_RESULT_TRAIN_KEYS = ("num_workers", "device")
 
 SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "suite": {"name": str, "description": str, "benchmark": str, "data_root": str,
+              "data_command": str,
               "tasks": list, "seeds": list, "eval_protocol": str, "shots": list},
     "backbone": {"name": str, "weights": str, "drop_path_rate": (int, float), "kwargs": dict},
     "train": {k: (int, float) if isinstance(v, float) else type(v)
@@ -146,6 +148,7 @@ class Suite:
     train: dict[str, Any]
     launcher: dict[str, Any]
     runs: list[RunSpec] = field(default_factory=list)
+    data_command: str | None = None  # suite.data_command (else preflight's per-benchmark one)
 
 
 # ---------------------------------------------------------------------------
@@ -249,7 +252,8 @@ def _build(path: Path, raw: dict[str, Any], data_root: str | None) -> Suite:
     root = os.path.expandvars(os.path.expanduser(data_root or s["data_root"]))
     suite = Suite(path=path, name=s.get("name", path.stem), description=s.get("description", ""),
                   benchmark=benchmark, data_root=root, tasks=tasks, eval_protocol=protocol,
-                  backbone=backbone, train=train, launcher=launcher)
+                  backbone=backbone, train=train, launcher=launcher,
+                  data_command=s.get("data_command"))
     heads = None
     for i, entry in enumerate(raw["methods"]):
         where = f"methods[{i}]"

@@ -155,6 +155,32 @@ def test_missing_data_is_one_line_naming_the_path(tmp_path: Path) -> None:
     assert not (tmp_path / "results" / "vtab1k").exists()
 
 
+@pytest.mark.parametrize("suite, only, command", [
+    ("vtab1k", [], "'python -m heartbench data prepare vtab1k --out {root}'"),
+    ("swin_vtab1k", ["kitti", "dtd"],
+     "'python -m heartbench data prepare vtab1k --out {root} --tasks dtd,kitti'"),
+    ("rehearsal", ["kitti"],
+     "'python -m heartbench data synth --full-size --tasks kitti --out {root}'"),
+    ("fewshot", [], "heartbench cannot build the few-shot copy"),
+])
+def test_missing_data_names_the_command_that_makes_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], suite: str, only: list[str],
+        command: str) -> None:
+    """Every shipped suite whose data `run` cannot write itself names what makes it (or that
+    nothing in heartbench does), for a missing root and for a missing task folder."""
+    root = tmp_path / "data"
+    args = ["run", str(REPO / "suites" / f"{suite}.toml"), "--data-root", str(root),
+            "--results-dir", str(tmp_path / "results"),
+            *[x for task in only for x in ("--only", task)]]
+    for _ in range(2):  # the root missing, then present but without the task folders
+        capsys.readouterr()
+        assert cli(args) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and command.format(root=root) in lines[0], lines
+        root.mkdir(exist_ok=True)
+    assert list(root.iterdir()) == [] and not (tmp_path / "results").exists()
+
+
 def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, node: str) -> Path:
     """Stand-in Slurm commands on PATH: sinfo reports one ``node`` (name|partition|CPUs|
     memory MB|gres), sbatch records its arguments and answers with job 4242."""
