@@ -565,8 +565,10 @@ def spec_from_record(record: dict[str, Any]) -> RunSpec:
     return RunSpec(**values)
 
 
-def rerun_record(record: dict[str, Any], data_root: str | None = None) -> float:
-    """Train the run of ``record`` again (no files written) and return its test accuracy."""
+def rerun_record(record: dict[str, Any], data_root: str | None = None,
+                 progress: bool = False) -> float:
+    """Train the run of ``record`` again (no files written) and return its test accuracy
+    (``progress``: an epoch bar on a terminal)."""
     spec = spec_from_record(record)
     if data_root is not None:
         spec = RunSpec(**{**spec.to_dict(), "data_root": data_root})
@@ -575,7 +577,7 @@ def rerun_record(record: dict[str, Any], data_root: str | None = None) -> float:
     if threads:  # records from before this field ran with torch's default on 2 cores
         torch.set_num_threads(int(threads))
     try:
-        result = train_phase(spec, config, "train", "test", ckpt=None)
+        result = train_phase(spec, config, "train", "test", ckpt=None, progress=progress)
     finally:
         torch.set_num_threads(before)
     return round(result["acc"], 4)

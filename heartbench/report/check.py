@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import argparse
 import random
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -146,37 +148,50 @@ def check_measured(records: list[dict], reported: Any, tolerance: float) -> tupl
     return lines, not beyond
 
 
-def check_reproduce(records: list[dict], count: int, seed: int) -> tuple[list[str], bool]:
-    candidates = sorted((r for r in records if r["benchmark"] in TWIN_BENCHMARKS),
+def check_reproduce(records: list[dict], count: int, seed: int,
+                    emit: Callable[[str], None] = print) -> tuple[list[str], bool]:
+    """Re-run a sample of CPU-twin records (smoke's synth records are throwaway: never); each
+    line goes to ``emit`` as it is known, since a re-run takes a minute."""
+    lines: list[str] = []
+
+    def say(line: str) -> None:
+        lines.append(line)
+        emit(line)
+
+    candidates = sorted((r for r in records
+                         if r["benchmark"] in TWIN_BENCHMARKS and r["benchmark"] != "synth"),
                         key=lambda r: (r["suite"], r["run_id"]))
     try:
         from heartbench.data.twin import ensure_twin_task
         from heartbench.train import rerun_record
     except ImportError as err:
-        return [f"(e) reproduce: skipped: heartbench.train.rerun_record is not available ({err})"], True
+        say(f"(e) reproduce: skipped: heartbench.train.rerun_record is not available ({err})")
+        return lines, True
     if not candidates:
-        return ["(e) reproduce: skipped: no done CPU-twin records "
-                f"(benchmarks {', '.join(TWIN_BENCHMARKS)})"], True
+        twins = ", ".join(b for b in TWIN_BENCHMARKS if b != "synth")
+        say(f"(e) reproduce: skipped: no done CPU-twin records (benchmarks {twins})")
+        return lines, True
     sample = random.Random(seed).sample(candidates, min(count, len(candidates)))
-    lines = [f"(e) reproduce: re-running {len(sample)} of {len(candidates)} CPU-twin records "
-             f"(sample seed {seed})"]
+    say(f"(e) reproduce: re-running {len(sample)} of {len(candidates)} CPU-twin records "
+        f"(sample seed {seed})")
     ok = True
-    for record in sample:
+    for i, record in enumerate(sample, 1):
         stored = record["metrics"]["test_acc"]
         name = f"{record['suite']}/{record['run_id']} {record['label']} {record['task']} seed {record['seed']}"
+        emit(f"  [{i}/{len(sample)}] training {name} ({(record.get('train') or {}).get('epochs', '?')} epochs)")
         try:
             root = record.get("data_root")
             if root and ensure_twin_task(record["benchmark"], root, record["task"]):
-                lines.append(f"  wrote the twin data of {record['task']} under {record['data_root']}")
-            again = float(rerun_record(record))
+                say(f"  wrote the twin data of {record['task']} under {record['data_root']}")
+            again = float(rerun_record(record, progress=sys.stderr.isatty()))
         except UserError as err:
-            lines.append(f"  ERROR {name}: {err}")
+            say(f"  ERROR {name}: {err}")
             ok = False
             continue
         # Exactly: the same seed, data and code must give the same number.
         same = stored is not None and again == float(stored)
         ok &= same
-        lines.append(f"  {'ok' if same else 'MISMATCH'} {name}: stored {stored}, rerun {again}")
+        say(f"  {'ok' if same else 'MISMATCH'} {name}: stored {stored}, rerun {again}")
     return lines, ok
 
 
@@ -203,22 +218,24 @@ def main(args: argparse.Namespace) -> int:
         count = summary.write(summary_path, records)
         print(f"wrote {summary_path}: {count} twin record(s)")
         return 0
+    def emit(line: str) -> None:  # each section as soon as it is known
+        print(line, flush=True)
+
     lines, ok_reported, reported = check_reported(args.baselines)
+    for line in lines:
+        emit(line)
     more, ok_measured = check_measured(records, reported, args.tolerance)
-    lines += more
-    more, ok_summary = check_summary(records, args.results_dir, summary_path)
-    lines += more
-    lines.append(f"(d) record files: {len(recordset.records)} read, "
-                 f"{len(recordset.skipped)} unreadable")
+    more2, ok_summary = check_summary(records, args.results_dir, summary_path)
+    for line in [*more, *more2, f"(d) record files: {len(recordset.records)} read, "
+                 f"{len(recordset.skipped)} unreadable"]:
+        emit(line)
     for path, reason in recordset.skipped:
-        lines.append(f"  FAIL unreadable record {path}: {reason}")
+        emit(f"  FAIL unreadable record {path}: {reason}")
     ok_reproduce = True
     if args.reproduce:
-        more, ok_reproduce = check_reproduce(records, args.reproduce, args.seed)
-        lines += more
+        _, ok_reproduce = check_reproduce(records, args.reproduce, args.seed, emit)
     ok = ok_reported and ok_measured and ok_summary and not recordset.skipped and ok_reproduce
-    lines.append("check: ok" if ok else "check: FAILED")
-    print("\n".join(lines))
+    emit("check: ok" if ok else "check: FAILED")
     return 0 if ok else 1
 
 
