@@ -449,7 +449,7 @@ def test_reproduce_calls_rerun_record(tmp_path, capsys, monkeypatch):
     calls = []
     fake = types.ModuleType("heartbench.train")
 
-    def rerun_record(record):
+    def rerun_record(record, progress=False):
         calls.append(record["run_id"])
         return 61.25 if record["task"] != "retina" else 61.26
 
@@ -466,6 +466,23 @@ def test_reproduce_calls_rerun_record(tmp_path, capsys, monkeypatch):
     assert check.main(args) == 1 and "MISMATCH" in capsys.readouterr().out
 
 
+def test_check_prints_each_section_before_a_rerun_and_never_reruns_smoke(tmp_path, capsys,
+                                                                         monkeypatch):
+    """A re-run takes a minute: what is known is on screen before it, with the run named;
+    smoke's throwaway synth records are never sampled."""
+    records = [rec("digits8", acc=50.0), rec("colors", benchmark="synth", acc=40.0)]
+    results = write_all(tmp_path / "res", records)
+    seen = []
+    fake = types.ModuleType("heartbench.train")
+    fake.rerun_record = lambda r, progress=False: seen.append((r["task"], capsys.readouterr().out)) or 50.0
+    monkeypatch.setitem(sys.modules, "heartbench.train", fake)
+    assert check.main(parse_args(check, "--results-dir", str(results), "--reproduce", "5")) == 0
+    ((task, before),) = seen
+    assert task == "digits8" and "(a) reported numbers" in before and "(d) record files" in before
+    assert "re-running 1 of 1 CPU-twin records" in before and "[1/1] training" in before
+    assert "check: ok" in capsys.readouterr().out
+
+
 def test_reproduce_writes_missing_twin_data_first(tmp_path, capsys, monkeypatch):
     from heartbench.data import twin
 
@@ -475,7 +492,7 @@ def test_reproduce_writes_missing_twin_data_first(tmp_path, capsys, monkeypatch)
     monkeypatch.setattr(twin, "ensure_twin_task",
                         lambda b, root, task: order.append(("ensure", b, root, task)) or True)
     fake = types.ModuleType("heartbench.train")
-    fake.rerun_record = lambda r: order.append(("rerun", r["task"])) or 50.0
+    fake.rerun_record = lambda r, progress=False: order.append(("rerun", r["task"])) or 50.0
     monkeypatch.setitem(sys.modules, "heartbench.train", fake)
     assert check.main(parse_args(check, "--results-dir", str(results))) == 0  # default: 2
     assert order == [("ensure", "vtab_mini", str(tmp_path / "data"), "digits8"), ("rerun", "digits8")]
