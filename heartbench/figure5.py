@@ -74,8 +74,11 @@ def pick_pair(results_dir: Path, task: str | None) -> tuple[dict, dict]:
         return (r["benchmark"], r["task"], (r.get("backbone") or {}).get("name"), r["seed"])
 
     partners = {ident(r): r for r in sorted(bilora, key=lambda r: r["run_id"], reverse=True)}
+    # A run stored by two suites (an ablation's copy of a main run) is the same adapter; the
+    # plainest label (the main table's "Heart-LoRA") names it, then the suite: deterministic.
     pairs = [(h, partners[ident(h)]) for h in sorted(
-        heart, key=lambda r: (str(r["seed"]), r["benchmark"], r["task"], r["run_id"]))
+        heart, key=lambda r: (str(r["seed"]), r["benchmark"], r["task"], r["run_id"],
+                              len(r["label"]), r["suite"]))
         if ident(h) in partners and (task is None or h["task"] == task)]
     if not pairs:
         raise UserError(f"{results_dir}: no Heart-LoRA and Bi-LoRA records of the same task, "
@@ -289,6 +292,8 @@ def main(args: argparse.Namespace) -> int:
         heart, bilora = read_record(args.heart), read_record(args.bilora)
     else:
         heart, bilora = pick_pair(args.results_dir, args.task)
+    print(f"figure5: {heart['benchmark']}/{heart['task']}: loading {heart['label']} and"
+          f" {bilora['label']} with their adapters, then drawing", flush=True)
     png = build(heart, bilora, args.out, args.images, args.layers)
     print(f"wrote {png} and {png.with_suffix('.pdf').name}, {png.with_suffix('.tex').name} "
           f"(Heart-LoRA {heart['_path']}, Bi-LoRA {bilora['_path']})")

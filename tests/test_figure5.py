@@ -134,3 +134,19 @@ def test_pick_pair_takes_the_papers_heart_lora_not_an_ablation_variant(tmp_path)
     _record(tmp_path, "bilora", {"rank": 4}, "b1")
     heart, _ = figure5.pick_pair(tmp_path / "res", None)
     assert heart["run_id"] == "h2"
+
+
+@pytest.mark.parametrize("copy_suite", ["a_ablation", "z_ablation"])
+def test_pick_pair_names_a_run_stored_twice_by_its_main_record(tmp_path, copy_suite):
+    """A run an ablation suite stored again under its own label (the score-window suite's
+    "Heart-LoRA (last step)" copy of the main run) is drawn from the main record, whatever
+    the folders' order."""
+    main = _record(tmp_path, "heart_lora", {"rank": 4}, "h1")
+    _record(tmp_path, "bilora", {"rank": 4}, "b1")
+    copy = tmp_path / "res" / copy_suite
+    copy.mkdir()
+    record = json.loads(main.read_text())
+    (copy / "h1.json").write_text(json.dumps(
+        {**record, "suite": copy_suite, "label": "Heart-LoRA (last step)"}))
+    heart, _ = figure5.pick_pair(tmp_path / "res", None)
+    assert heart["label"] == "Heart-LoRA" and heart["_path"] == str(main)
