@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import json
 import random
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from heartbench.report import build, check, figures, latex, select, stats, tables
+from heartbench.report import build, check, figures, latex, select, stats, table_specs, tables
 from heartbench.report import reference as ref
 from heartbench.results import load_records, write_record
 
@@ -386,9 +387,32 @@ def test_tables_for_rules():
     assert select.tables_for(rec("mnist", "Heart-LoRA", "heart_lora", config=HEART,
                                  grid={"ne": 7})) == ()  # the Fig 8 sweep
     assert select.tables_for(rec("mnist", "Bi-LoRA", "bilora", backbone="swin_mini")) == (4,)
+    assert select.tables_for(rec("mnist", "Heart-LoRA", "heart_lora", config=HEART, grid={"ne": 7},
+                                 backbone="swin_mini")) == (4,)  # Swin masks by ratio: no ne rule
     assert select.tables_for(rec("mnist", shots=4, group=None)) == ()
     assert select.tables_for(rec("mnist", status="failed")) == ()
     assert select.tables_for(rec("mnist", "r", "heart_lora", config={**HEART, "score": "random"})) == ()
+
+
+def test_table_registry_agrees_with_the_baselines_csvs():
+    """Every TableSpec names a CSV in baselines/ that has its value columns (in the order the
+    CSV files use), its printed layout's columns, its defining rows and its number in every
+    row's source; every table CSV there has its entry, and the registry is in table order."""
+    directory = ref.default_baselines_dir()
+    specs = table_specs.TABLES
+    assert [s.number for s in specs] == list(range(1, len(specs) + 1))
+    assert sorted(p.name for p in directory.glob("table*.csv")) == sorted(s.file for s in specs)
+    for spec in specs:
+        with (directory / spec.file).open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            rows = list(reader)
+        columns = ref.value_columns(spec)
+        assert (reader.fieldnames or [])[1:1 + len(columns)] == list(columns), spec.file
+        if not spec.per_task:
+            assert sorted(spec.layout) == sorted(ref.GROUP_COLUMNS), spec.file
+        assert set(spec.defining) <= {r["key"] for r in rows}, spec.file
+        assert rows and all(r["source"].startswith(f"Table {spec.number} ") for r in rows)
+        assert ref.load_table(spec.number).columns == columns
 
 
 def test_same_run_in_several_suites_counts_once(tmp_path):

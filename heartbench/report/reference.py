@@ -1,7 +1,8 @@
 """The paper's reported numbers (``baselines/*.csv``) and their self-consistency checks.
 
 Numbers stay strings as printed (``86.20`` keeps its trailing zero, so a rendered table
-shows exactly what the paper prints); :meth:`ReportedRow.value` gives the float.
+shows exactly what the paper prints); :meth:`ReportedRow.value` gives the float. Each
+table's file and columns come from its entry in :data:`heartbench.report.table_specs.TABLES`.
 
 Consistency checks (:func:`check_consistency`), each a :class:`Finding`:
 
@@ -27,11 +28,11 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from heartbench.errors import UserError
+from heartbench.report.table_specs import TABLES, TableSpec, table_spec
 
 GROUPS: tuple[str, str, str] = ("natural", "specialized", "structured")
 
@@ -57,31 +58,8 @@ TASK_HEADER: dict[str, str] = dict(zip(VTAB_TASKS, (
 AVG_TOLERANCE = 0.1
 CROSS_TOLERANCE = 0.1
 
-# table number -> (CSV file, the paper's caption). Table 1 has per-task columns.
-TABLE_FILES: dict[int, str] = {
-    1: "table1_vtab1k.csv",
-    2: "table2_quantization.csv",
-    3: "table3_per_layer.csv",
-    4: "table4_swin.csv",
-    5: "table5_responsiveness.csv",
-    6: "table6_front.csv",
-}
-TABLE_CAPTIONS: dict[int, str] = {
-    1: "Results on the VTAB-1K benchmark. ``Avg. Acc.'' signifies the mean performance across "
-       "three categories. ``Size'' indicates the average number of trainable parameters within "
-       "the backbones for each task, excluding the classification heads which account for "
-       "0.14 MB per task on average. $^\\dagger$ indicates results sourced from [34] where inputs "
-       "are standardized.",
-    2: "Comparison between the original Heart-LoRA using quantization and Heart-LoRA using "
-       "FP32 precision adapters on VTAB-1K.",
-    3: "Results on VTAB-1K of Heart-LoRA$^\\dagger$, using a layer by layer deployment of the "
-       "calculation in section 3.",
-    4: "Results on VTAB-1K using Swin-B as backbone, reported accuracy from average, natural, "
-       "specialized and structured.",
-    5: "Results on VTAB-1K of Heart-LoRA$^\\dagger$, using L2 norm of weight (denoted as weight) "
-       "or L2 norm of gradient (denoted as grad) to calculate the responsiveness.",
-    6: "Comparison between using arbitrary deactivation and the original Heart-LoRA.",
-}
+# table number -> CSV file in baselines/; every table's settings: table_specs.TABLES.
+TABLE_FILES: dict[int, str] = {spec.number: spec.file for spec in TABLES}
 GROUP_COLUMNS: tuple[str, ...] = (*GROUPS, "avg")
 DELTA_COLUMNS: tuple[str, ...] = tuple(f"d_{c}" for c in GROUP_COLUMNS)
 META_COLUMNS: tuple[str, ...] = ("bold", "key", "printed", "section", "note", "source")
@@ -142,12 +120,6 @@ class Finding:
         return self.printed - self.expected
 
 
-def normalize_label(label: str) -> str:
-    """Label for matching measured rows to printed ones: case, punctuation and dagger ignored."""
-    text = label.replace("$^\\dagger$", "").replace("\u2020", "").lower()
-    return re.sub(r"[^a-z0-9]", "", text)
-
-
 def _read_csv(path: Path) -> list[dict[str, str]]:
     try:
         with path.open(newline="", encoding="utf-8") as handle:
@@ -177,13 +149,23 @@ def _bold_columns(text: str, columns: tuple[str, ...], path: Path, where: str) -
     return frozenset(names)
 
 
+def value_columns(spec: TableSpec) -> tuple[str, ...]:
+    """A table's value columns in its CSV file: Size, Avg. and the 19 tasks for a per-task
+    table (Table 1), else the group columns and Avg. (the printed differences beside them)."""
+    if spec.per_task:
+        return (*(("size_mb",) if spec.size else ()), "avg", *VTAB_TASKS)
+    return GROUP_COLUMNS
+
+
 def load_table(number: int, baselines_dir: Path | None = None) -> ReportedTable:
     """Read one of the paper's tables from its CSV file."""
+    spec = table_spec(number)
     directory = Path(baselines_dir) if baselines_dir is not None else default_baselines_dir()
-    path = directory / TABLE_FILES[number]
+    path = directory / spec.file
     raw = _read_csv(path)
-    columns = ("size_mb", "avg", *VTAB_TASKS) if number == 1 else GROUP_COLUMNS
-    needed = ("method", *columns, *META_COLUMNS) + (() if number == 1 else (*DELTA_COLUMNS, "delta_vs"))
+    columns = value_columns(spec)
+    deltas = () if spec.per_task else (*DELTA_COLUMNS, "delta_vs")
+    needed = ("method", *columns, *META_COLUMNS, *deltas)
     rows = []
     for index, record in enumerate(raw, start=2):  # line 1 is the header
         missing = [c for c in needed if c not in record or record[c] is None]
@@ -208,7 +190,7 @@ def load_table(number: int, baselines_dir: Path | None = None) -> ReportedTable:
 
 def load_reported(baselines_dir: Path | None = None) -> dict[int, ReportedTable]:
     """All six tables, by number."""
-    return {n: load_table(n, baselines_dir) for n in TABLE_FILES}
+    return {spec.number: load_table(spec.number, baselines_dir) for spec in TABLES}
 
 
 def group_means(values: dict[str, float], task_group: dict[str, str]) -> dict[str, float | None]:
@@ -247,22 +229,26 @@ def _finding(table: int, method: str, check: str, column: str, printed: float,
 def check_consistency(tables: dict[int, ReportedTable]) -> list[Finding]:
     """Every consistency finding over the reported tables (see the module docstring)."""
     findings: list[Finding] = []
-    t1 = tables.get(1)
+    # Table 1's group means by row key: the other tables repeat some of its rows.
     t1_groups: dict[str, dict[str, float | None]] = {}
-    if t1 is not None:
-        for row in t1.rows:
+    for number, table in sorted(tables.items()):
+        if not table_spec(number).per_task:
+            continue
+        for row in table.rows:
             tasks = {t: row.value(t) for t in VTAB_TASKS}
             groups = group_means(tasks, TASK_GROUP)  # type: ignore[arg-type]
-            t1_groups[row.key] = groups
+            if number == 1:
+                t1_groups[row.key] = groups
             expected = paper_average(groups)
             printed = row.value("avg")
             if expected is None or printed is None:
                 continue
             not_rounded = _not_rounded(row.values["avg"], expected)
-            findings.append(_finding(1, row.method, "avg", "avg", printed, expected,
+            findings.append(_finding(number, row.method, "avg", "avg", printed, expected,
                                      AVG_TOLERANCE, not_rounded))
     for number, table in sorted(tables.items()):
-        if number == 1:
+        spec = table_spec(number)
+        if spec.per_task:
             continue
         for row in table.rows:
             groups = {g: row.value(g) for g in GROUPS}
@@ -283,8 +269,8 @@ def check_consistency(tables: dict[int, ReportedTable]) -> list[Finding]:
                     tol = 0.5 * 10 ** -_decimals(text) + 0.01
                     findings.append(_finding(number, row.method, "delta", col, float(text),
                                              row.value(col) - ref.value(col), tol))  # type: ignore[operator]
-            # Rows that Table 1 also has (same ViT-B backbone): group values agree.
-            if number != 4 and row.key in t1_groups:
+            # Rows that Table 1 also has, on its backbone: group values agree.
+            if spec.swin == table_spec(1).swin and row.key in t1_groups:
                 for group in GROUPS:
                     printed_g, expected_g = row.value(group), t1_groups[row.key][group]
                     if printed_g is None or expected_g is None:

@@ -1,7 +1,9 @@
 """Which records feed which table, and which grid configuration a cell shows.
 
 Pure functions over run records (dicts as stored by :mod:`heartbench.results`); no
-formatting here. The rules are described in :mod:`heartbench.report.tables`.
+formatting here. The rules are described in :mod:`heartbench.report.tables`; each table's
+own rule is its entry in :mod:`heartbench.report.table_specs`. What a record is (backbone,
+Heart-LoRA variant, row key, ne) comes from :mod:`heartbench.report.variants`, re-exported.
 """
 
 from __future__ import annotations
@@ -14,21 +16,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from heartbench.report import reference as ref
+from heartbench.report.table_specs import TABLES
+from heartbench.report.variants import backbone_name as backbone_name
+from heartbench.report.variants import (
+    heart_key,
+    is_swin,
+    is_vtab_like,
+    ne_of,
+    normalize_label,
+    row_key,
+)
 
-TAYLOR_SCORES: tuple[str, ...] = ("taylor", "neg_taylor", "abs_taylor")
-ABLATION_BASELINES: tuple[str, ...] = ("full", "lora")  # repeated from Table 1 in Tables 3, 5, 6
 # The paper searches ne in {1, 3, 6} and falls back to ne = 0 where masking hurts (App. F.5).
 PAPER_NE: tuple[int, ...] = (0, 1, 3, 6)
 # The CPU twins' benchmarks (synth: the throwaway smoke data), never the paper's numbers.
 TWIN_BENCHMARKS: tuple[str, ...] = ("vtab_mini", "fewshot_mini", "synth")
-# A measured block is written only when it has a row of what its table is about (not
-# just the Full / LoRA rows that Tables 3, 5 and 6 repeat, or the main row Table 2 repeats).
-DEFINING_KEYS: dict[int, tuple[str, ...]] = {
-    2: ("heart_lora_fp32",),
-    3: ("heart_lora_per_layer",),
-    5: ("heart_lora_per_layer_weight", "heart_lora_per_layer_grad"),
-    6: ("front",),
-}
 PAPER_BENCHMARK = "vtab1k"
 BENCHMARK_NAMES: dict[str, str] = {
     "vtab1k": "VTAB-1K",
@@ -42,27 +44,6 @@ BENCHMARK_NAMES: dict[str, str] = {
 # ---------------------------------------------------------------------------
 # Which records feed which table
 # ---------------------------------------------------------------------------
-def backbone_name(record: dict) -> str:
-    return str((record.get("backbone") or {}).get("name") or "")
-
-
-def is_swin(record: dict) -> bool:
-    return "swin" in backbone_name(record).lower()
-
-
-def heart_key(record: dict) -> str | None:
-    """The Heart-LoRA variant of a record (None for other methods). Scores read over a
-    window other than Algorithm 1's, chosen in the suite (``score_window`` stored), make a
-    variant of their own; a record from before that key is the Heart-LoRA of its time (its
-    configuration, :func:`config_id`, still tells it apart from later runs)."""
-    if record["method"] != "heart_lora":
-        return None
-    cfg = record.get("method_config") or {}
-    window = cfg.get("score_window", "last_step")
-    key = _heart_variant(cfg)
-    return key if window == "last_step" else f"{key}_window_{window}"
-
-
 def is_fixed_ne_heart(record: dict) -> bool:
     """The paper's Heart-LoRA (``heart_key`` "heart_lora") run at a fixed ne on a ViT: not an
     ablation variant, not a run that chose its ne on val (``search``), not a Swin run. The
@@ -70,67 +51,20 @@ def is_fixed_ne_heart(record: dict) -> bool:
     return heart_key(record) == "heart_lora" and not record.get("search") and not is_swin(record)
 
 
-def _heart_variant(cfg: dict) -> str:
-    score = cfg.get("score", "taylor")
-    mode = cfg.get("mode", "global")
-    bits = cfg.get("bits", 1)
-    if score == "front":
-        return "front"
-    if score in TAYLOR_SCORES:
-        if mode == "per_layer":
-            return "heart_lora_per_layer"
-        return "heart_lora_fp32" if bits is not None and bits >= 32 else "heart_lora"
-    if mode == "per_layer" and score == "weight_l2":
-        return "heart_lora_per_layer_weight"
-    if mode == "per_layer" and score == "grad_l2":
-        return "heart_lora_per_layer_grad"
-    return f"heart_lora_{mode}_{score}"
-
-
-def row_key(record: dict) -> str:
-    """What a measured row is matched on: the Heart-LoRA variant, else the label."""
-    return heart_key(record) or ref.normalize_label(record["label"])
-
-
-def is_vtab_like(record: dict) -> bool:
-    return record.get("group") is not None and record.get("shots") is None
-
-
-def ne_of(record: dict) -> int | None:
-    value = (record.get("method_config") or {}).get("ne")
-    if value is None:
-        value = (record.get("grid") or {}).get("ne")
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
 def tables_for(record: dict) -> tuple[int, ...]:
-    """The numbers of the tables a record feeds (see the module docstring)."""
+    """The numbers of the tables a record feeds: each table's own rule is its entry in
+    :data:`heartbench.report.table_specs.TABLES` (``swin``, ``rows``); here only what
+    keeps a record out of every table (see :mod:`heartbench.report.tables`)."""
     if record.get("status") != "done" or not is_vtab_like(record):
         return ()
-    if is_swin(record):
-        return (4,)
-    heart, key = heart_key(record), row_key(record)
-    if heart is not None and ne_of(record) not in (None, *PAPER_NE):
-        return ()  # the ne sweep of Figs 4 and 8, outside the paper's search space
-    out: set[int] = set()
-    if heart in (None, "heart_lora"):
-        out.add(1)
-    if heart in ("heart_lora", "heart_lora_fp32"):
-        out.add(2)
-    if heart is None and key in ABLATION_BASELINES:
-        out.update((3, 5, 6))
-    if heart == "heart_lora_per_layer":
-        out.add(3)
-    if heart in ("heart_lora_per_layer_weight", "heart_lora_per_layer_grad"):
-        out.add(5)
-    if heart in ("front", "heart_lora"):
-        out.add(6)
-    return tuple(sorted(out))
+    if heart_key(record) is not None and not is_swin(record) and ne_of(record) not in (None, *PAPER_NE):
+        return ()  # the ne sweep of Figs 4 and 8, outside the paper's search space (Swin: ratio)
+    return tuple(spec.number for spec in TABLES if spec.feeds(record))
 
 
 def reported_match(row: ref.ReportedRow, key: str) -> bool:
     """Whether a measured row key is the printed row ``row``."""
-    return key == row.key or key == ref.normalize_label(row.method)
+    return key == row.key or key == normalize_label(row.method)
 
 
 # ---------------------------------------------------------------------------

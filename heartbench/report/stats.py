@@ -12,7 +12,6 @@ from typing import Any
 from heartbench.report import reference as ref
 from heartbench.report.select import (
     BENCHMARK_NAMES,
-    DEFINING_KEYS,
     PAPER_BENCHMARK,
     Cell,
     backbone_name,
@@ -25,6 +24,7 @@ from heartbench.report.select import (
     tables_for,
     test_acc,
 )
+from heartbench.report.table_specs import table_spec
 
 
 @dataclass(frozen=True)
@@ -206,7 +206,7 @@ def _block(table: int, benchmark: str, task_group: dict[str, str],
                  if (c := select_cell(rs, seeds)) is not None}
         rows.append(MeasuredRow(key=key, label=label, protocol=protocol, cells=cells,
                                 own=seed_sets[(key, label, protocol)] == seeds))
-    defining = DEFINING_KEYS.get(table)
+    defining = table_spec(table).defining
     if defining and not any(r.key in defining for r in rows):
         return None
     if defining and benchmark != PAPER_BENCHMARK:
@@ -316,7 +316,7 @@ def deviations(blocks: list[MeasuredBlock],
                 continue
             columns = row.column_stats(block.task_group)
             pairs: list[tuple[str, Stat]] = [("avg", columns["avg"])]
-            if block.table == 1:
+            if table_spec(block.table).per_task:
                 pairs += [(t, row.task_stat(t)) for t in ref.VTAB_TASKS]
             else:
                 pairs += [(g, columns[g]) for g in ref.GROUPS]

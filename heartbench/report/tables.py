@@ -1,5 +1,8 @@
 """The paper's Tables 1-6 as LaTeX: reported rows from ``baselines/``, measured rows from records.
 
+Each table's caption, columns, decimals and record rule are its entry in
+:data:`heartbench.report.table_specs.TABLES`; this module lays out what they say.
+
 Which records feed which table (only records with status "done" and a test accuracy;
 decided from the record fields alone, by :func:`heartbench.report.select.tables_for`):
 
@@ -77,37 +80,18 @@ from heartbench.report.stats import (
     build_blocks,
     deviations,
 )
+from heartbench.report.table_specs import TABLES, TableSpec, table_spec
 
-TABLE_NUMBERS: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
 PROTOCOL_TEXT: dict[str, str] = {
     "last": "last-epoch test accuracy",
     "val": ("test accuracy of the grid point chosen on the validation split (each point"
             " trained on train800 and scored on val200), retrained on train800val200"),
     "best_of_test": "best test accuracy over the evaluated epochs (the reference code's protocol)",
 }
-# Column order of Tables 2-6 as printed (Table 2 puts the average last).
-GROUP_LAYOUT: dict[int, tuple[str, ...]] = {
-    2: ("natural", "specialized", "structured", "avg"),
-    3: ("avg", "natural", "specialized", "structured"),
-    4: ("avg", "natural", "specialized", "structured"),
-    5: ("avg", "natural", "specialized", "structured"),
-    6: ("avg", "natural", "specialized", "structured"),
-}
 COLUMN_HEADER: dict[str, str] = {
     "avg": "Average", "natural": "Natural", "specialized": "Specialized",
     "structured": "Structured",
 }
-TABLE_SUBJECT: dict[int, str] = {
-    1: "accuracy per task, size and average",
-    2: "1-bit vs FP32 adapters",
-    3: "per-layer Heart-LoRA$^\\dagger$",
-    4: "Swin backbone",
-    5: "weight-L2 and grad-L2 responsiveness, per layer",
-    6: "front (arbitrary) deactivation vs Heart-LoRA",
-}
-
-
-
 SELECTION_TEXT: dict[str, str] = {
     "test": "the best mean test accuracy over these seeds (selection on the test set, as the "
             "paper does; these records have no val200 selection)",
@@ -173,7 +157,7 @@ def block_description(block: MeasuredBlock) -> str:
         tasks = ", ".join(f"{tex(t)} ({v:.1f}\\%)" for t, v in block.chance.items())
         parts.append(f"Within {CHANCE_MARGIN:g} points of chance (100 / classes) for every row: "
                      f"{tasks}.")
-    if block.table == 1:
+    if table_spec(block.table).size:
         parts.append("Size: MB = $2^{20}$ bytes of stored adapter, head excluded.")
     return " ".join(parts)
 
@@ -202,7 +186,7 @@ def _delta(text: str) -> str:
 
 def reported_group_block(table: ref.ReportedTable) -> TexBlock:
     """Tables 2-6: the printed rows, bold and differences as printed."""
-    layout = GROUP_LAYOUT[table.number]
+    layout = table_spec(table.number).layout
     rows = [TexRow(tex(row.method),
                    [_bold_if(row.values[col], col in row.bold)
                     + _delta(row.deltas.get(f"d_{col}", "")) for col in layout])
@@ -230,7 +214,7 @@ def measured_task_block(block: MeasuredBlock, decimals: int = 1, size: bool = Tr
 
 
 def measured_group_block(block: MeasuredBlock, decimals: int) -> TexBlock:
-    return _measured_rows(block, list(GROUP_LAYOUT[block.table]), decimals, size=False)
+    return _measured_rows(block, list(table_spec(block.table).layout), decimals, size=False)
 
 
 def _task_header(task: str) -> str:
@@ -243,25 +227,26 @@ def _tasks_text(block: MeasuredBlock) -> str:
     return f"Tasks: {'; '.join(groups)}."
 
 
-def _caption(number: int, reported: bool, blocks: list[MeasuredBlock]) -> str:
+def _caption(spec: TableSpec, reported: bool, blocks: list[MeasuredBlock]) -> str:
+    number = spec.number
     parts = []
     if reported:
-        parts.append(ref.TABLE_CAPTIONS[number])
+        parts.append(spec.caption)
         parts.append("Reported rows: the paper's numbers, and its bold, as printed.")
     twin = [b for b in blocks if b.benchmark != PAPER_BENCHMARK]
     if twin:
         block = twin[0]
         what = "CPU twin" if is_twin(block.benchmark) else "measured"
         parts.append(f"\\textbf{{{what}, not the paper's numbers.}} Measured counterpart of the "
-                     f"paper's Table {number} ({TABLE_SUBJECT[number]}) on the "
+                     f"paper's Table {number} ({spec.subject}) on the "
                      f"{tex(BENCHMARK_NAMES.get(block.benchmark, block.benchmark))}, from the "
                      "stored run records.")
     elif blocks:
         parts.append("Measured rows come from the stored run records.")
     for block in blocks:
         parts.append(block_description(block))
-        if block.benchmark != PAPER_BENCHMARK and number != 1:
-            if number in GROUP_LAYOUT and _group_layout(number, block):
+        if block.benchmark != PAPER_BENCHMARK and not spec.per_task:
+            if _group_layout(spec, block):
                 parts.append("Group columns: means over the tasks of the group; Average: mean "
                              "of the group means.")
             else:
@@ -272,33 +257,35 @@ def _caption(number: int, reported: bool, blocks: list[MeasuredBlock]) -> str:
     return " ".join(parts)
 
 
-def _group_layout(number: int, block: MeasuredBlock | None) -> bool:
-    """Tables 2-6 in the paper's group columns: always for VTAB-1K, for a twin only Table 4."""
-    return block is None or block.benchmark == PAPER_BENCHMARK or number == 4
+def _group_layout(spec: TableSpec, block: MeasuredBlock | None) -> bool:
+    """Tables 2-6 in the paper's group columns: always for VTAB-1K; for a twin only without
+    ``defining`` keys (Table 4), since a twin block of the others shows its variant's tasks."""
+    return block is None or block.benchmark == PAPER_BENCHMARK or not spec.defining
 
 
 def table_model(number: int, reported: ref.ReportedTable | None,
                 blocks: list[MeasuredBlock]) -> TexTable:
     """One table: the printed rows and/or measured blocks, in the paper's layout."""
+    spec = table_spec(number)
     first = blocks[0] if blocks else None
     name = table_name(number, first)
-    caption = _caption(number, reported is not None, blocks)
-    decimals = 2 if number == 2 else 1
+    caption = _caption(spec, reported is not None, blocks)
+    decimals = spec.decimals
     common = {"number": number, "name": name, "caption": caption, "label": f"tab:{name}",
               "display": display_number(number, first)}
-    if number == 1 or not _group_layout(number, first):
+    if spec.per_task or not _group_layout(spec, first):
         tasks = first.tasks if first is not None else list(ref.VTAB_TASKS)
         groups = first.task_group if first is not None else ref.TASK_GROUP
         out: list[TexBlock] = []
         if reported is not None:
             out = reported_task_block(reported)
-        size = number == 1
+        size = spec.size
         out += [measured_task_block(b, decimals, size) for b in blocks]
         return TexTable(template="table_tasks.tex.j2",
                         lead=["Size (MB)", "Avg. Acc."] if size else ["Avg."],
                         columns=[(_task_header(t), COLUMN_HEADER[groups[t]]) for t in tasks],
-                        blocks=out, wide=number == 1 or len(tasks) > 6, **common)
-    layout = GROUP_LAYOUT[number]
+                        blocks=out, wide=spec.per_task or len(tasks) > 6, **common)
+    layout = spec.layout
     out = [reported_group_block(reported)] if reported is not None else []
     out += [measured_group_block(b, decimals) for b in blocks]
     return TexTable(template="table_groups.tex.j2", lead=[],
@@ -311,7 +298,8 @@ def diff_model(number: int, blocks: list[MeasuredBlock], table: ref.ReportedTabl
     devs, _ = deviations(blocks, {number: table})
     if not devs:
         return None
-    columns = ["avg", *ref.VTAB_TASKS] if number == 1 else list(GROUP_LAYOUT[number])
+    spec = table_spec(number)
+    columns = ["avg", *ref.VTAB_TASKS] if spec.per_task else list(spec.layout)
     rows: dict[str, dict[str, Deviation]] = {}
     for d in devs:
         rows.setdefault(d.label, {})[d.column] = d
@@ -320,7 +308,7 @@ def diff_model(number: int, blocks: list[MeasuredBlock], table: ref.ReportedTabl
         texts = []
         for c in columns:
             d = cells.get(c)
-            text = fmt_signed(d.diff if d else None, 1 if number != 2 else 2)
+            text = fmt_signed(d.diff if d else None, spec.decimals)
             texts.append(bold(text) if d is not None and abs(d.diff) > tolerance + 1e-9 else text)
         texrows.append(TexRow(tex(label), texts))
     name = f"table{number}_diff"
@@ -330,7 +318,7 @@ def diff_model(number: int, blocks: list[MeasuredBlock], table: ref.ReportedTabl
                + " ".join(block_description(b) for b in blocks))
     common = {"number": number, "name": name, "caption": caption, "label": f"tab:{name}",
               "display": f"$\\Delta${number}", "blocks": [TexBlock(None, texrows)]}
-    if number == 1:
+    if spec.per_task:
         return TexTable(template="table_tasks.tex.j2", lead=["Avg. Acc."],
                         columns=[(_task_header(t), COLUMN_HEADER[ref.TASK_GROUP[t]])
                                  for t in ref.VTAB_TASKS], wide=True, **common)
@@ -345,7 +333,8 @@ def table_models(records: list[dict], reported: dict[int, ref.ReportedTable] | N
     use_measured = source in ("measured", "both")
     blocks = build_blocks(records, reported) if use_measured else []
     models: list[TexTable] = []
-    for number in TABLE_NUMBERS:
+    for spec in TABLES:
+        number = spec.number
         printed = reported.get(number) if use_reported and reported else None
         mine = [b for b in blocks if b.table == number]
         paper = [b for b in mine if b.benchmark == PAPER_BENCHMARK]
