@@ -611,13 +611,28 @@ def test_a_claim_being_written_is_never_taken_for_a_dead_one(tmp_path: Path) -> 
     assert not path.exists()
 
 
-CONTENDER = """
-import json, os, sys, time
+# The racing processes below start together on a signal file (each says it is ready, then
+# waits for "go"), and hold or read until told: no step depends on a wall-clock window, so a
+# loaded machine only makes the test slower.
+GATE = """
+import sys, time
 from pathlib import Path
+def wait_for(path, ceiling=600.0):
+    deadline = time.monotonic() + ceiling
+    while not path.exists():
+        if time.monotonic() > deadline:
+            sys.exit(f"gave up waiting for {path}")
+        time.sleep(0.001)
+def start_together(signals, name):
+    (signals / f"ready-{name}").touch()
+    wait_for(signals / "go")
+"""
+
+CONTENDER = GATE + """
+import json, os
 from heartbench.launch import Claim
-path, inside, start, rounds = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
-while time.time() < start:
-    pass
+path, inside, signals, rounds = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
+start_together(signals, os.getpid())
 held = 0
 for _ in range(rounds):
     with Claim(path) as claim:
@@ -631,14 +646,12 @@ for _ in range(rounds):
 print(held, flush=True)
 """
 
-READER = """
-import json, sys, time
-from pathlib import Path
-path, start, seconds = Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
-while time.time() < start:
-    pass
+READER = GATE + """
+import json, os
+path, signals = Path(sys.argv[1]), Path(sys.argv[2])
+start_together(signals, os.getpid())
 seen = 0
-while time.time() < start + seconds:
+while not (signals / "stop").exists():  # until every contender has finished
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -649,26 +662,40 @@ print(seen, flush=True)
 """
 
 
+def _go_when_ready(signals: Path, count: int) -> None:
+    """Let ``count`` processes start together once each has said it is ready."""
+    deadline = time.monotonic() + STALL_S
+    while len(list(signals.glob("ready-*"))) < count:
+        assert time.monotonic() < deadline, "racing processes did not start"
+        time.sleep(0.05)
+    (signals / "go").touch()
+
+
 def test_concurrent_claims_exclude_each_other_and_are_never_seen_partial(tmp_path: Path) -> None:
     """Four processes claim, hold and release one run's claim in a tight loop while a fifth
     reads the claim file: never two holders at once, never an empty or partial claim seen;
     then four processes race to take over one dead holder's claim: exactly one wins."""
-    path, inside = tmp_path / "run.claim", tmp_path / "inside"
-    start = time.time() + 3.0
-    contenders = [subprocess.Popen([sys.executable, "-c", CONTENDER, str(path), str(inside),
-                                    str(start), "150"], cwd=REPO, env=ENV,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                  for _ in range(4)]
-    reader = subprocess.Popen([sys.executable, "-c", READER, str(path), str(start), "4"],
-                              cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
-    results = [finish(p) for p in [*contenders, reader]]
+    work, signals = tmp_path / "work", tmp_path / "signals"
+    work.mkdir()
+    signals.mkdir()
+    path, inside = work / "run.claim", work / "inside"
+
+    def spawn(script: str, *argv: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-c", script, *argv], cwd=REPO, env=ENV,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    contenders = [spawn(CONTENDER, str(path), str(inside), str(signals), "150") for _ in range(4)]
+    reader = spawn(READER, str(path), str(signals))
+    _go_when_ready(signals, 5)
+    results = [finish(p) for p in contenders]
+    (signals / "stop").touch()
+    results.append(finish(reader))
     for rc, out, err in results:
         assert rc == 0, out + err
     assert sum(int(out) for _, out, _ in results[:4]) > 0  # the claim changed hands
     assert int(results[4][1]) > 0  # and was read while held
     assert not path.exists() and not inside.exists()
-    assert [p.name for p in tmp_path.iterdir()] == []  # no temporary file left
+    assert [p.name for p in work.iterdir()] == []  # no temporary file left
 
     # A dead holder's claim: four launches race to take it over; one gets it.
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], cwd=REPO,
@@ -676,23 +703,25 @@ def test_concurrent_claims_exclude_each_other_and_are_never_seen_partial(tmp_pat
     assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
     holder.kill()
     holder.wait()
-    start = time.time() + 3.0
-    racers = [subprocess.Popen([sys.executable, "-c", TAKEOVER, str(path), str(start)], cwd=REPO,
-                               env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True) for _ in range(4)]
+    race = tmp_path / "race"
+    race.mkdir()
+    racers = [spawn(TAKEOVER, str(path), str(race)) for _ in range(4)]
+    _go_when_ready(race, 4)
     outs = [finish(p) for p in racers]
     assert all(rc == 0 for rc, _, _ in outs), outs
     assert sorted(out.strip() for _, out, _ in outs) == ["held", "not", "not", "not"]
 
 
-TAKEOVER = """
-import sys, time
-from pathlib import Path
+TAKEOVER = GATE + """
+import os
 from heartbench.launch import Claim
-path, start = Path(sys.argv[1]), float(sys.argv[2])
-while time.time() < start:
-    pass
+path, signals = Path(sys.argv[1]), Path(sys.argv[2])
+start_together(signals, os.getpid())
 with Claim(path) as claim:
     print("held" if claim.held else "not", flush=True)
-    time.sleep(2.0)  # hold it while the others try
+    (signals / f"tried-{os.getpid()}").touch()
+    if claim.held:  # hold it until every racer has tried
+        deadline = time.monotonic() + 600
+        while len(list(signals.glob("tried-*"))) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
 """
