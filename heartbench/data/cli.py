@@ -6,15 +6,50 @@ python -m heartbench data vtab-mini --out DIR [--seed N] [--tasks a,b]
 python -m heartbench data fewshot-mini --out DIR [--seed N] [--datasets a,b]
 python -m heartbench data verify ROOT [--benchmark vtab1k|fewshot] [--tasks a,b] [--deep]
 python -m heartbench data prepare vtab1k --out DIR [--tasks a,b] [--format jpg|png]
+
+Every task is written whole or not at all (``data/twin/writer.py``). While a writing
+command runs, SIGTERM raises an exception, so the task being written is removed as on
+Ctrl-C; the command then exits 143 with one line saying to rerun it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 
 from heartbench.errors import UserError
+
+SIGTERM_EXIT = 128 + int(signal.SIGTERM)  # 143, as a shell reports a process killed by SIGTERM
+
+
+class _Terminated(BaseException):
+    """SIGTERM during a writing command (a BaseException: no ``except Exception`` eats it)."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """SIGTERM raises :class:`_Terminated` once (a second one during the clean-up is
+    ignored, so the clean-up finishes); the previous handler is restored afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers (a library call from a thread)
+        return
+    fired: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        if not fired:
+            fired.append(signum)
+            raise _Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -138,6 +173,18 @@ def main(args: argparse.Namespace) -> int:
                         " or prepare (see --help)")
     if what == "verify":
         return _verify(args.root, args.benchmark, _names(args.tasks), args.deep, args.json)
+    try:
+        with _sigterm_raises():
+            return _write(what, args)
+    except _Terminated:
+        print(f"heartbench data {what}: stopped by SIGTERM; the data in {args.out} was not"
+              " all written (tasks finished before are whole, the one being written was"
+              " removed): rerun the same command", file=sys.stderr)
+        return SIGTERM_EXIT
+
+
+def _write(what: str, args: argparse.Namespace) -> int:
+    """The writing commands: synth (and --full-size), vtab-mini, fewshot-mini, prepare."""
     if what == "prepare":
         from heartbench.data.prepare import prepare_vtab1k
 

@@ -4,8 +4,11 @@ For each of the 19 configurations (``manifest.VTAB1K``): the TFDS builder at the
 major version (exact for dmlab and kitti, as task_adaptation), the four task_adaptation
 split strings, its label function, and every example written as an RGB image
 ``<out>/<task>/images/<list>/%06d.jpg`` (PIL's default quality 75, as NOAH; ``--format
-png`` keeps pixels exact, NOAH #28/PR #29) with ``<out>/<task>/<list>.txt``. What was built
-and how is recorded in ``<out>/heartbench-prepare.json``; ``verify`` runs at the end.
+png`` keeps pixels exact, NOAH #28/PR #29) with ``<out>/<task>/<list>.txt``. Each task is
+written into a hidden folder and renamed into place when complete (``task_folder``), so a
+stopped build leaves no half-written task and replaces an older copy only with a finished
+one. What was built and how is recorded in ``<out>/heartbench-prepare.json``; ``verify``
+runs at the end.
 
 TensorFlow Datasets is optional (``pip install 'heartbench[tfds]'``) and imported only
 here; the label functions, the slicing and the writer work on plain example dicts, which
@@ -26,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from heartbench.data.manifest import VTAB1K, VTAB_LISTS, VtabTask
+from heartbench.data.twin.writer import task_folder
 from heartbench.errors import UserError
 
 Example = dict[str, Any]
@@ -159,8 +163,7 @@ def write_list(folder: Path, name: str, items: Iterable[tuple[np.ndarray, int]],
                ) -> int:
     """Write one list's images under images/<name>/ and then <name>.txt; return its size.
 
-    The list file is written last (to a temporary name, then renamed), so an interrupted
-    build leaves no list that names images which were never written.
+    In place: ``prepare_task`` calls it inside the task's temporary folder.
     """
     img_dir = folder / "images" / name
     img_dir.mkdir(parents=True, exist_ok=True)
@@ -169,28 +172,30 @@ def write_list(folder: Path, name: str, items: Iterable[tuple[np.ndarray, int]],
         rel = f"images/{name}/{i:06d}.{fmt}"
         save_image(img, folder / rel, fmt)
         lines.append(f"{rel} {label}\n")
-    tmp = folder / f".{name}.txt.tmp"
-    tmp.write_text("".join(lines), encoding="utf-8")
-    os.replace(tmp, folder / f"{name}.txt")
+    (folder / f"{name}.txt").write_text("".join(lines), encoding="utf-8")
     return len(lines)
 
 
 def prepare_task(out: str | os.PathLike, task: VtabTask, source: Source, fmt: str = "jpg",
                  progress: Callable[[Iterable[Any], str, int], Iterable[Any]] | None = None
                  ) -> dict[str, int]:
-    """Write one task's four lists from ``source``; return each list's line count."""
+    """Write one task's four lists from ``source``; return each list's line count.
+
+    The task appears whole or not at all: it is written into ``task_folder``'s hidden
+    folder and renamed to ``<out>/<task>`` when its four lists are complete."""
     if fmt not in ("jpg", "png"):
         raise UserError(f"image format {fmt!r} is not supported; expected jpg or png")
-    folder = Path(out) / task.name
     counts = {}
-    for name in VTAB_LISTS:
-        spec = task.splits[name]
-        items: Iterator[tuple[np.ndarray, int]] = (
-            (image_of(task, ex), label_of(task, ex)) for ex in source(spec))
-        if progress is not None:
-            items = iter(progress(items, f"{task.name}/{name}",
-                                  split_count(spec, task.tfds_sizes)))
-        counts[name] = write_list(folder, name, items, fmt)
+    with task_folder(out, task.name) as tmp:
+        folder = tmp / task.name
+        for name in VTAB_LISTS:
+            spec = task.splits[name]
+            items: Iterator[tuple[np.ndarray, int]] = (
+                (image_of(task, ex), label_of(task, ex)) for ex in source(spec))
+            if progress is not None:
+                items = iter(progress(items, f"{task.name}/{name}",
+                                      split_count(spec, task.tfds_sizes)))
+            counts[name] = write_list(folder, name, items, fmt)
     return counts
 
 

@@ -8,7 +8,9 @@ registry's (``vtab1k``; smallNORB elevation has 9, see tasks.py).
 
 The images are cheap on purpose: a flat background and a bright square whose grid cell is
 the class, written as small JPEG files (about 3 KB at 224 px), so that 73,728 of them take
-minutes and a few hundred MB. They are written one at a time (never held in memory).
+minutes and a few hundred MB. They are written one at a time (never held in memory), into
+a hidden folder renamed into place when the task is complete (``task_folder``): a stopped
+command leaves no half-written task.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from heartbench.data import writing
 from heartbench.data.tasks import get_benchmark, resolve_task
+from heartbench.data.twin.writer import task_folder
 from heartbench.data.writing import task_rng
 from heartbench.errors import UserError
 
@@ -35,6 +38,7 @@ TEST_SIZES: dict[str, int] = {
     "smallnorb_ele": 12_150,
 }
 N_TRAIN, N_VAL = 800, 200
+JPEG_QUALITY = 85
 
 
 def _image(label: int, num_classes: int, rng: np.random.Generator, size: int) -> np.ndarray:
@@ -57,8 +61,8 @@ def _write_split(folder: Path, split: str, n: int, num_classes: int, rng: np.ran
     rows = []
     for i, label in enumerate(labels):
         rel = f"images/{split}/{i:06d}.jpg"
-        Image.fromarray(_image(int(label), num_classes, rng, size)).save(
-            folder / rel, format="JPEG", quality=85)
+        writing.write_image(folder / rel, _image(int(label), num_classes, rng, size), "jpg",
+                            quality=JPEG_QUALITY)
         rows.append(f"{rel} {int(label)}\n")
     return rows
 
@@ -80,14 +84,16 @@ def write_fullsize(out: str | os.PathLike, tasks: Iterable[str], seed: int = 0, 
     summary = {}
     for name in (progress(names) if progress else names):
         classes = infos[name].num_classes
-        folder = Path(out) / name
         n_test = TEST_SIZES[name] if max_test is None else min(max_test, TEST_SIZES[name])
-        train = _write_split(folder, "train", N_TRAIN + N_VAL, classes,
-                             task_rng(seed, name, "train"), size)
-        test = _write_split(folder, "test", n_test, classes, task_rng(seed, name, "test"), size)
-        lists = {"train800": train[:N_TRAIN], "val200": train[N_TRAIN:],
-                 "train800val200": train, "test": test}
-        for split, rows in lists.items():  # lists last: a task without them is unfinished
-            (folder / f"{split}.txt").write_text("".join(rows), encoding="utf-8")
+        with task_folder(out, name) as tmp:
+            folder = tmp / name
+            train = _write_split(folder, "train", N_TRAIN + N_VAL, classes,
+                                 task_rng(seed, name, "train"), size)
+            test = _write_split(folder, "test", n_test, classes, task_rng(seed, name, "test"),
+                                size)
+            lists = {"train800": train[:N_TRAIN], "val200": train[N_TRAIN:],
+                     "train800val200": train, "test": test}
+            for split, rows in lists.items():
+                (folder / f"{split}.txt").write_text("".join(rows), encoding="utf-8")
         summary[name] = {split: len(rows) for split, rows in lists.items()}
     return summary

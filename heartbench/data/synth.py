@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from heartbench.data.tasks import get_benchmark, resolve_task
+from heartbench.data.twin.writer import task_folder
 from heartbench.data.writing import balanced_labels, task_rng, write_vtab_task
 
 N_TRAIN, N_VAL, N_TEST = 48, 16, 64
@@ -84,7 +85,9 @@ def write_synth(
     size: int = 32,
     tasks: Iterable[str] | None = None,
 ) -> dict[str, dict[str, int]]:
-    """Write the synthetic benchmark under ``out``; returns task -> split -> line count."""
+    """Write the synthetic benchmark under ``out``; returns task -> split -> line count.
+
+    Each task appears whole or not at all (``task_folder``)."""
     infos = get_benchmark("synth")
     names = list(infos) if tasks is None else [resolve_task("synth", t).name for t in tasks]
     summary = {}
@@ -97,7 +100,8 @@ def write_synth(
         test_labels = balanced_labels(N_TEST, info.num_classes, rng)
         train = [make(int(y), rng, size) for y in tv_labels]
         test = [make(int(y), rng, size) for y in test_labels]
-        summary[name] = write_vtab_task(
-            out, name, train, tv_labels, test, test_labels, N_TRAIN, fmt="jpg"
-        )
+        with task_folder(out, name) as tmp:
+            summary[name] = write_vtab_task(
+                tmp, name, train, tv_labels, test, test_labels, N_TRAIN, fmt="jpg"
+            )
     return summary

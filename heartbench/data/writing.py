@@ -25,14 +25,14 @@ def balanced_labels(n: int, num_classes: int, rng: np.random.Generator) -> np.nd
     return rng.permutation(np.arange(n) % num_classes)
 
 
-def write_image(path: Path, img: np.ndarray, fmt: str) -> None:
-    """Write an HxWx3 (or HxW) uint8 array as PNG or JPEG."""
+def write_image(path: Path, img: np.ndarray, fmt: str, quality: int = 95) -> None:
+    """Write an HxWx3 (or HxW) uint8 array as PNG or JPEG (at ``quality``)."""
     pil = Image.fromarray(np.ascontiguousarray(img))
     if pil.mode != "RGB":
         pil = pil.convert("RGB")
     if fmt == "jpg":
         # Fixed quality and no optimisation passes keep the bytes reproducible.
-        pil.save(path, format="JPEG", quality=95)
+        pil.save(path, format="JPEG", quality=quality)
     else:
         pil.save(path, format="PNG")
 
@@ -48,6 +48,9 @@ def write_vtab_task(
     fmt: str = "png",
 ) -> dict[str, int]:
     """Write one task in the VTAB-1K layout and return the line count of each list.
+
+    This writes ``out/<task>`` in place: callers write into ``task_folder``'s temporary
+    folder (``data/twin/writer.py``) so that the task appears whole or not at all.
 
     ``train`` is train800val200 in order: its first ``n_train`` items are train800, the
     rest val200 (as in VTAB, where val200 is the tail of the 1,000 images).
