@@ -261,11 +261,13 @@ def test_sizes_file_is_what_the_methods_store():
 
     from heartbench.adapters import create_method
     from heartbench.backbones import build_backbone
-    from heartbench.methods_cmd import _uninitialised_backbone
+    from heartbench.methods_cmd import _uninitialised_copy
 
+    with torch.device("meta"):
+        template = build_backbone("vit_base_patch16_224", 100)
     for row in rows("sizes_vitb.csv"):
         torch.manual_seed(0)
-        backbone = _uninitialised_backbone(build_backbone, "vit_base_patch16_224", 100)
+        backbone = _uninitialised_copy(template)
         method = create_method(row["method"], json.loads(row["config"]))
         method.attach(backbone)
         method.nominal_state()
