@@ -7,6 +7,7 @@ stage), so the same adapter code runs on ViT and Swin.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,10 +215,11 @@ def check_weights_file(path: Path, name: str, kwargs: dict[str, Any]) -> None:
     if path.suffix == ".npz":
         check_npz(path, model)
         return
-    _check_keys(path, model, to_timm_layout(read_state_dict(path), model))
+    _check_keys(path, model, to_timm_layout(read_state_dict(path), model, path))
 
 
-def to_timm_layout(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+def to_timm_layout(state: dict[str, torch.Tensor], model: nn.Module,
+                   path: Path | None = None) -> dict[str, torch.Tensor]:
     """A Swin checkpoint in Microsoft's layout (downsample at the end of a stage, ``head.``)
     converted by timm's own ``checkpoint_filter_fn``; other checkpoints as they are."""
     if type(model).__name__ != "SwinTransformer":
@@ -229,20 +231,42 @@ def to_timm_layout(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str
     modules = dict(model.named_modules())
     foreign = {k: v for k, v in state.items() if k.endswith("relative_position_bias_table")
                and k.rsplit(".", 1)[0] not in modules}
+    kept = {k: v for k, v in state.items() if k not in foreign}
     try:
-        kept = {k: v for k, v in state.items() if k not in foreign}
         return {**checkpoint_filter_fn(kept, model), **foreign}
-    except Exception as err:  # a tensor it cannot resize: report the shapes, not a traceback
-        raise UserError(f"Swin checkpoint does not convert to this architecture"
-                        f" ({type(err).__name__}: {err})") from None
+    except Exception as err:  # a tensor it cannot resize: name it and the shapes
+        raise UserError(_swin_conversion_error(kept, model, path, err)) from None
+
+
+def _swin_conversion_error(state: dict[str, torch.Tensor], model: nn.Module,
+                           path: Path | None, err: Exception) -> str:
+    """One line naming the tensor ``checkpoint_filter_fn`` fails on and both shapes: each
+    tensor is converted alone until one fails (the conversion is tensor by tensor)."""
+    from timm.models.swin_transformer import checkpoint_filter_fn
+
+    where = f"weights file {path}" if path is not None else "Swin checkpoint"
+    own = model.state_dict()
+    for key, value in state.items():
+        try:
+            checkpoint_filter_fn({key: value}, model)
+        except Exception as one:  # only on the error path
+            # The model's tensor of that name (Microsoft's downsample is one stage earlier).
+            target = next((k for k in (key, re.sub(r"layers\.(\d+)\.downsample", lambda m:
+                           f"layers.{int(m.group(1)) + 1}.downsample", key)) if k in own), None)
+            expected = (f"the model's {target!r} has shape {tuple(own[target].shape)}"
+                        if target is not None else "the model has no tensor of that name")
+            reason = str(one).splitlines()[0] if str(one) else type(one).__name__
+            return (f"{where} is for another architecture: Swin tensor {key!r} of shape"
+                    f" {tuple(value.shape)} does not convert to this model ({expected};"
+                    f" {reason})")
+    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return f"{where} does not convert to this Swin architecture ({type(err).__name__}: {reason})"
 
 
 def check_npz(path: Path, model: nn.Module) -> None:
     """Check an original (Google/big_vision naming) ViT .npz against ``model`` without
     loading it: timm's own loader runs with every copy into the model intercepted, so the
     check sees exactly the tensors and shapes a real load would."""
-    import re
-
     if not path.is_file():
         raise UserError(f"weights file {path} does not exist")
     if not hasattr(model, "load_pretrained"):
@@ -292,12 +316,58 @@ def _npz_copies(path: Path, model: nn.Module) -> dict[str, tuple[tuple[int, ...]
         with Intercept():
             model.load_pretrained(str(path))
     except KeyError as err:
-        raise UserError(f"weights file {path} is for another architecture: it has no tensor"
-                        f" {err.args[0] if err.args else err}") from None
+        raise UserError(_npz_missing(path, model, err)) from None
     except Exception as err:
         raise UserError(f"weights file {path} does not fit this architecture"
                         f" ({type(err).__name__}: {err})") from None
     return copied
+
+
+def _npz_missing(path: Path, model: nn.Module, err: KeyError) -> str:
+    """One line for a tensor timm's loader looked for and the .npz lacks: the file, the
+    tensor, and the model's tensor it would have loaded (name and shape)."""
+    text = str(err.args[0]) if err.args else str(err)
+    # numpy's NpzFile says "<key> is not a file in the archive"; keep the key only.
+    key = re.sub(r" is not a file in the archive$", "", text)
+    target = _npz_target(key)
+    params = dict(model.named_parameters())
+    if target in params:
+        return (f"weights file {path} is for another architecture: it has no tensor {key!r},"
+                f" which the model's {target!r} (shape {tuple(params[target].shape)}) is"
+                f" loaded from")
+    return f"weights file {path} is for another architecture: it has no tensor {key!r}"
+
+
+# Google's ViT .npz names (after any 'opt/target/' or 'params/' prefix) -> timm's, as
+# timm's vision_transformer._load_weights reads them (big_vision's LayerNorm_1 is norm2).
+_NPZ_FIXED = {"embedding/kernel": "patch_embed.proj.weight",
+              "embedding/bias": "patch_embed.proj.bias", "cls": "cls_token",
+              "pos_embedding": "pos_embed",
+              "Transformer/posembed_input/pos_embedding": "pos_embed",
+              "Transformer/encoder_norm/scale": "norm.weight",
+              "Transformer/encoder_norm/bias": "norm.bias",
+              "head/kernel": "head.weight", "head/bias": "head.bias"}
+_NPZ_LEAF = {"kernel": "weight", "scale": "weight", "bias": "bias"}
+
+
+def _npz_target(key: str) -> str | None:
+    """The timm ViT parameter a Google .npz tensor is loaded into (q, k and v: qkv)."""
+    key = re.sub(r"^(opt/target/|params/img/|params/)", "", key)
+    m = re.fullmatch(r"Transformer/encoderblock_?(\d*)/(.+)/(kernel|scale|bias)", key)
+    if m is None:
+        return _NPZ_FIXED.get(key)
+    block, inner, leaf = m.group(1) or "0", m.group(2), _NPZ_LEAF[m.group(3)]
+    if inner == "LayerNorm_0":
+        module = "norm1"
+    elif re.fullmatch(r"LayerNorm_\d+", inner):
+        module = "norm2"
+    elif a := re.fullmatch(r"MultiHeadDotProductAttention_\d+/(query|key|value|out)", inner):
+        module = "attn.proj" if a.group(1) == "out" else "attn.qkv"
+    elif d := re.fullmatch(r"MlpBlock_\d+/Dense_([01])", inner):
+        module = f"mlp.fc{int(d.group(1)) + 1}"
+    else:
+        return None
+    return f"blocks.{block}.{module}.{leaf}"
 
 
 def _check_keys(path: Path, model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -330,7 +400,7 @@ def load_weights(model: nn.Module, path: Path) -> None:
         except Exception as err:
             raise UserError(f"weights file {path} does not fit this architecture ({err})") from None
         return
-    state = _check_keys(path, model, to_timm_layout(read_state_dict(path), model))
+    state = _check_keys(path, model, to_timm_layout(read_state_dict(path), model, path))
     model.load_state_dict(state, strict=False)
 
 

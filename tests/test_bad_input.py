@@ -595,3 +595,49 @@ def test_an_error_raised_in_a_dataloader_worker_reads_as_one_line() -> None:
     assert isinstance(crash, ValueError)
     assert message(crash) == "bad value"  # the original message, on one line
     assert message(UserError("plain  message\n  on two lines")) == "plain message on two lines"
+
+
+# ---------------------------------------------------------------------------
+# bf16 asked for on a CUDA GPU that has no bfloat16 (preflight.check_device)
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("executor", ["local", "debug"])
+def test_bf16_on_a_gpu_without_bf16_is_one_line_exit_2_and_writes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        executor: str) -> None:
+    """A GPU without bfloat16 (a V100, say) is refused before anything is submitted: the
+    CUDA calls are stubbed so that this machine looks like one, CUDA or not."""
+    import torch
+
+    from heartbench.data.synth import write_synth
+
+    data = tmp_path / "data"
+    write_synth(data)
+    suite = tmp_path / "suite.toml"
+    suite.write_text(base('batch_size = 16=>batch_size = 16\ndevice = "cuda"\n'
+                          'precision = "bf16"').format(data=data, weights="")
+                     .replace('weights = ""\n', ""))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "Tesla V100-SXM2-16GB")
+    results = tmp_path / "results"
+    before = snapshot(tmp_path)
+    code = cli(["run", str(suite), "--results-dir", str(results), "--executor", executor])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "", (code, out, err)
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(PREFIX), err
+    for fragment in (str(suite), "train.precision = 'bf16'", "Tesla V100-SXM2-16GB",
+                     "does not support bfloat16", "'fp32' or 'tf32'"):
+        assert fragment in lines[0], (fragment, lines[0])
+    assert snapshot(tmp_path) == before and not results.exists()
+    # The same suite passes the check on a GPU with bfloat16, and so does fp32 without it.
+    from heartbench.preflight import check_device
+    from heartbench.suite import load_suite
+
+    loaded = load_suite(suite)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    check_device(loaded, loaded.runs, executor)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    suite.write_text(suite.read_text().replace('precision = "bf16"', 'precision = "fp32"'))
+    loaded = load_suite(suite)
+    check_device(loaded, loaded.runs, executor)

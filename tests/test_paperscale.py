@@ -289,6 +289,76 @@ def test_full_disk_when_the_adapter_is_written(tmp_path, synth, monkeypatch):
     assert not [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.parametrize("target", ["checkpoint", "adapter", "record"])
+def test_full_disk_through_run_is_one_line_naming_the_path(tmp_path, synth, monkeypatch,
+                                                           capsys, target):
+    """``heartbench run`` (in process, debug executor) on a disk that fills while the run
+    writes its second epoch's checkpoint, its adapter or its record: exit code 1, exactly
+    one line says "no space left" and names the file, and no partial or temporary file
+    stays (a checkpoint of a finished epoch stays, for the rerun to resume from)."""
+    import os
+
+    import safetensors.torch
+
+    from heartbench.cli import main
+    from heartbench.suite import load_suite
+
+    suite = tiny_suite(tmp_path, synth)
+    spec = load_suite(suite).runs[0]
+    results = tmp_path / "results"
+    folder = results / spec.suite
+    if target == "checkpoint":  # the same simulations as the unit tests above
+        # Three epochs: checkpoints after the first two (none after the last); the second fails.
+        suite.write_text(suite.read_text().replace("epochs = 2", "epochs = 3"))
+        spec = load_suite(suite).runs[0]
+        real_save, saves = torch.save, []
+
+        def save(obj, f, *args, **kwargs):
+            if str(getattr(f, "name", f)).endswith(".ckpt.tmp"):
+                saves.append(f)
+                if len(saves) == 2:  # the first epoch's checkpoint is written, then full
+                    f.write(b"PK\x03\x04 partial")
+                    _enospc()
+            return real_save(obj, f, *args, **kwargs)
+
+        monkeypatch.setattr(torch, "save", save)
+        named = folder / f"{spec.run_id}.final.ckpt"
+    elif target == "adapter":
+        def partial(tensors, filename, metadata=None):
+            Path(filename).write_bytes(b"half a file")
+            _enospc()
+
+        monkeypatch.setattr(safetensors.torch, "save_file", partial)
+        named = folder / f"{spec.run_id}.safetensors"
+    else:
+        real_fsync = os.fsync
+
+        def fsync(fd):
+            if Path(os.readlink(f"/proc/self/fd/{fd}")).name.startswith(f".{spec.run_id}"):
+                _enospc()
+            return real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+        named = folder / f"{spec.run_id}.json"
+    code = main(["run", str(suite), "--results-dir", str(results), "--executor", "debug"])
+    out, err = capsys.readouterr()
+    assert code != 0, (out, err)
+    full = [line for line in (out + err).splitlines() if "no space left" in line]
+    assert len(full) == 1 and str(named) in full[0], (out, err)
+    assert "Traceback" not in out + err
+    left = sorted(p.name for p in folder.iterdir() if p.is_file())
+    assert not [n for n in left if n.endswith(".tmp")], left
+    assert f"{spec.run_id}.json" not in left, left
+    # The adapter and the record are written only when complete: neither is half there.
+    if target != "record":
+        assert f"{spec.run_id}.safetensors" not in left, left
+    if target == "checkpoint":  # the first epoch's checkpoint, intact, for the rerun
+        assert f"{spec.run_id}.final.ckpt" in left, left
+        assert (folder / f"{spec.run_id}.final.ckpt.epoch").read_text().strip() == "1"
+        monkeypatch.undo()
+        assert torch.load(named, weights_only=False)["epoch"] == 0
+
+
 def test_other_write_errors_are_not_called_a_full_disk(tmp_path, monkeypatch):
     from heartbench.train import save_checkpoint
 

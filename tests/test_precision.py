@@ -5,12 +5,16 @@ their own size. An update whose effect on the features is small next to them is 
 lost: the measurement below (CPU autocast, ViT-B width, each method at the smallest scale
 a shipped suite uses, its tensors moved by 0.02 from their initial values) gives, per
 method, the fraction of the update's effect on the pre-logits features that bf16 keeps.
-The README's "Precision" table is this module's output (``python tests/test_precision.py``).
+The README's precision table is this module's output (``python tests/test_precision.py``);
+``test_readme_table_is_what_this_module_measures`` fails when a row no longer matches.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,13 +28,13 @@ from heartbench.backbones import build_backbone
 SMALLEST: dict[str, dict] = {
     "lora": {"rank": 8, "scale": 0.01},                       # vtab1k grid
     "bilora": {"rank": 32, "bits": 1, "scale": 0.01},         # vtab1k per_task dtd
-    "heart_lora": {"rank": 32, "bits": 1, "scale": 0.01, "ne": 1},
+    "heart_lora": {"rank": 32, "bits": 1, "scale": 0.01, "ne": 1},  # vtab1k grid
     "fourierft": {"n_frequency": 12288, "scaling": 1.0},      # vtab1k grid
-    "mora": {"rank": 8, "variant": "sharing"},
-    "adapter": {"hidden": 8},
-    "adaptformer": {"hidden": 8, "scale": 0.1},
-    "compacter": {},
-    "fact_tt": {"rank": 8, "scale": 0.1},
+    "mora": {"rank": 8, "variant": "rope"},                   # no scale; the suites' default
+    "adapter": {"hidden": 8},                                 # no suite sets its scale (1)
+    "adaptformer": {"hidden": 8, "scale": 0.01},              # vtab1k grid
+    "compacter": {"hidden": 32, "phm_dim": 4},                # no scale; the defaults
+    "fact_tt": {"rank": 8, "scale": 0.01},                    # vtab1k per_task dtd
     "ssf": {},
     "vpt_shallow": {"length": 10},
     "vpt_deep": {"length": 10},
@@ -48,6 +52,7 @@ def _features(model: torch.nn.Module, x: torch.Tensor, bf16: bool) -> torch.Tens
     return out.float()
 
 
+@functools.cache
 def measure(name: str, seed: int = 0) -> dict[str, float]:
     """Features' change from the update in fp32 and under bf16 autocast, on ViT-B width."""
     torch.manual_seed(seed)
@@ -69,6 +74,50 @@ def measure(name: str, seed: int = 0) -> dict[str, float]:
     return {"relative_update": float(delta32.norm() / base32.norm()),
             "base_error": float((base16 - base32).norm() / base32.norm()),
             "kept": max(0.0, 1.0 - lost), "lost": lost}
+
+
+SCALE_KEYS = ("scale", "scaling")
+
+
+def _shipped_values(key: str) -> dict[str, set]:
+    """Every value of ``key`` any shipped suite gives a method: config, grid and per_task,
+    and the method's default where an entry sets it in neither config nor grid."""
+    import tomllib
+
+    found: dict[str, set] = {}
+    for path in sorted((Path(__file__).resolve().parents[1] / "suites").glob("*.toml")):
+        for entry in tomllib.loads(path.read_text(encoding="utf-8")).get("methods", []):
+            values = found.setdefault(entry["name"], set())
+            config, grid = entry.get("config", {}), entry.get("grid", {})
+            if key in config:
+                values.add(config[key])
+            values.update(grid.get(key, []))
+            values.update(task[key] for task in entry.get("per_task", {}).values()
+                          if key in task)
+            if key not in config and key not in grid:
+                default = getattr(get_method_class(entry["name"]).config_cls(), key, None)
+                if default is not None:
+                    values.add(default)
+    return found
+
+
+def test_each_method_is_measured_at_the_smallest_shipped_scale() -> None:
+    """SMALLEST follows suites/*.toml: the smallest scale any suite gives a method (its
+    default where no suite sets one), and every other measured key at a value a suite uses
+    or, where none sets it, at the method's default (MoRA's variant)."""
+    for name in MEASURED:
+        config = SMALLEST.get(name, {})
+        defaults = get_method_class(name).config_cls()
+        for key in SCALE_KEYS:
+            if not hasattr(defaults, key):
+                assert key not in config, (name, key)
+                continue
+            shipped = _shipped_values(key).get(name) or {getattr(defaults, key)}
+            assert config.get(key, getattr(defaults, key)) == min(shipped), (name, key, shipped)
+        for key, value in config.items():
+            if key not in SCALE_KEYS:
+                shipped = _shipped_values(key).get(name) or {getattr(defaults, key)}
+                assert value in shipped, (name, key, value, shipped)
 
 
 @pytest.mark.parametrize("name", MEASURED)
@@ -173,13 +222,54 @@ def test_autocast_is_off_unless_bf16_is_asked_for() -> None:
             assert lin(x).dtype == dtype, precision
 
 
+README = Path(__file__).resolve().parents[1] / "README.md"
+TABLE_HEADER = "| method | smallest shipped scale | update / features (fp32) | bf16 keeps |"
+
+
+def describe(config: dict) -> str:
+    """The README's 'smallest shipped scale' cell of a method's measured config."""
+    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                     for k, v in config.items()) or "-"
+
+
+def table_row(name: str) -> str:
+    m = measure(name)
+    return (f"| {name} | {describe(SMALLEST.get(name, {}))} | {m['relative_update']:.1e} |"
+            f" {100 * m['kept']:.0f} % |")
+
+
+def _readme_rows() -> dict[str, list[str]]:
+    lines = README.read_text(encoding="utf-8").splitlines()
+    start = lines.index(TABLE_HEADER) + 2  # past the header and its |---| line
+    rows = {}
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = cells
+    return rows
+
+
+def test_readme_table_is_what_this_module_measures() -> None:
+    """Every row of the README's precision table: the config this module measures, and the
+    measured update size (within 5 %) and kept fraction (within 1 point)."""
+    rows = _readme_rows()
+    assert sorted(rows) == sorted(MEASURED), sorted(rows)
+    for name in MEASURED:
+        _, scale, update, kept = rows[name]
+        m = measure(name)
+        assert scale == describe(SMALLEST.get(name, {})), (name, scale)
+        assert abs(float(update) / m["relative_update"] - 1) < 0.05, (name, update, m)
+        percent = re.fullmatch(r"(\d+) %", kept)
+        assert percent, (name, kept)
+        assert abs(int(percent.group(1)) - 100 * m["kept"]) <= 1.0, (name, kept, m)
+
+
 if __name__ == "__main__":  # the README table
     get_method_class("lora")
-    print("| method | smallest shipped scale | update / features | bf16 keeps |")
+    print(TABLE_HEADER)
     print("|---|---|---|---|")
-    for name in sorted(set(METHODS) - {"linear"}):
-        m = measure(name)
-        print(f"| {name} | {SMALLEST.get(name, {})} | {m['relative_update']:.2e} |"
-              f" {100 * m['kept']:.1f} % |")
+    for name in sorted(MEASURED, key=lambda n: (measure(n)["kept"], measure(n)["relative_update"])):
+        print(table_row(name))
     for std in (4e-3, 4e-4):
         print("fourierft dW std", std, "errors (ours, separate, fold):", _fold_vs_separate(std))
