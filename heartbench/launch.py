@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from heartbench.errors import UserError, message
+from heartbench.processes import pid_alive
 
 # How often `run` looks at records, claims and the queue while it waits.
 POLL_S = {"local": 1.0, "slurm": 3.0}
@@ -691,7 +692,7 @@ class Claim:
         if holder.get("job") and holder.get("job") == _job_id() and holder["job"] != "_":
             return True
         if holder.get("host") == socket.gethostname():
-            return not _alive(int(holder.get("pid", -1)))
+            return not pid_alive(int(holder.get("pid", -1)))
         return _age(self.path) > self.max_age_s
 
     def __exit__(self, *exc: object) -> None:
@@ -705,7 +706,7 @@ def claim_holder(path: Path, max_age_s: float = 25 * 3600) -> dict[str, Any] | N
     if holder is None:
         return None
     if holder.get("host") == socket.gethostname():
-        return holder if _alive(int(holder.get("pid", -1))) else None
+        return holder if pid_alive(int(holder.get("pid", -1))) else None
     return holder if _age(path) <= max_age_s else None
 
 
@@ -765,15 +766,3 @@ def _write_over(path: Path, content: dict[str, Any]) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from heartbench.errors import UserError
+from heartbench.processes import pid_alive
 
 LAUNCHES = "launches"  # under <results>/<suite>/.submitit/
 
@@ -91,14 +92,8 @@ def job_states(entries: list[tuple[str, dict[str, Any]]]) -> dict[str, tuple[str
     for executor, entry in entries:
         if executor != "slurm":  # local: the job id is the pid of submitit's controller
             pid = int(entry["job"]) if str(entry["job"]).isdigit() else -1
-            states[entry["job"]] = ("RUNNING", "") if _alive(pid) else ("ENDED", "")
+            states[entry["job"]] = ("RUNNING", "") if pid_alive(pid) else ("ENDED", "")
     return states
-
-
-def _alive(pid: int) -> bool:
-    from heartbench.launch import _alive as alive
-
-    return alive(pid)
 
 
 def ended_reason(entry: dict[str, Any], slurm_state: str, run_id: str) -> RunState:

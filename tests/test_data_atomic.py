@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_twin_data import _Interrupt, _interrupt_after  # the same interrupted writer
 
 from heartbench.cli import main as cli
 from heartbench.data import prepare as prep
@@ -29,22 +30,6 @@ from heartbench.data.twin import write_vtab_mini
 from heartbench.data.twin.writer import OWNER_FILE, UNOWNED_STALE_S
 
 SYNTH_IMAGES = N_TRAIN + N_VAL + N_TEST  # images of one synthetic task
-
-
-class _Interrupt(KeyboardInterrupt):
-    pass
-
-
-def _interrupt_after(n: int, write):
-    count = [0]
-
-    def writer(*args, **kwargs):
-        count[0] += 1
-        if count[0] > n:
-            raise _Interrupt
-        return write(*args, **kwargs)
-
-    return writer
 
 
 def _entries(folder: Path) -> list[str]:

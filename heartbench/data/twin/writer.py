@@ -24,6 +24,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from heartbench.processes import pid_alive
+
 OWNER_FILE = ".writer.json"  # in the hidden folder, beside the task: never part of it
 UNOWNED_STALE_S = 60.0  # a folder without owner file: left by an older heartbench
 FOREIGN_STALE_S = 24 * 3600.0  # another host's writer: its liveness cannot be checked
@@ -78,7 +80,7 @@ def _stale(folder: Path) -> bool:
         return _age(folder) > UNOWNED_STALE_S
     if host != socket.gethostname():
         return _age(folder) > FOREIGN_STALE_S
-    return pid != os.getpid() and not _alive(pid)
+    return pid != os.getpid() and not pid_alive(pid)
 
 
 def _age(path: Path) -> float:
@@ -86,15 +88,3 @@ def _age(path: Path) -> float:
         return time.time() - path.stat().st_mtime
     except OSError:
         return 0.0
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
