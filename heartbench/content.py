@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-CACHE_ENV = "HEARTBENCH_CACHE_DIR"
+CACHE_ENV = "HEARTBENCH_CACHE"  # one cache folder: weight hashes here, the twin's downloads
 
 
 def cache_dir() -> Path:

@@ -47,7 +47,7 @@ config = {{ rank = 2 }}
 
 @pytest.fixture(autouse=True)
 def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HEARTBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HEARTBENCH_CACHE", str(tmp_path / "cache"))
 
 
 def test_file_hash_is_sha256_and_cached_by_path_size_mtime(tmp_path: Path) -> None:

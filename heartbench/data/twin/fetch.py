@@ -33,11 +33,11 @@ FILES = {
 
 
 def cache_root() -> Path:
-    """``$HEARTBENCH_CACHE``, else ``$XDG_CACHE_HOME/heartbench``, else ``~/.cache/heartbench``."""
-    if os.environ.get("HEARTBENCH_CACHE"):
-        return Path(os.environ["HEARTBENCH_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "heartbench"
+    """heartbench's one cache folder (``content.cache_dir``: ``$HEARTBENCH_CACHE``, else
+    ``$XDG_CACHE_HOME/heartbench``, else ``~/.cache/heartbench``)."""
+    from heartbench.content import cache_dir
+
+    return cache_dir()
 
 
 def _sha256(data: bytes) -> str:
