@@ -895,3 +895,17 @@ def test_a_run_under_two_labels_shows_once_in_the_larger_row():
     # Its own runs still make the smaller row (here: seed 0 on mnist only, in no table).
     rows = stats._rows_by_ident(copy + main)
     assert [len(v) for k, v in rows.items() if k[1] == "Heart-LoRA (last step)"] == [1]
+
+
+@pytest.mark.parametrize("optimizer, named", [("adamw", True), ("sgd", False), (None, False)])
+def test_a_row_trained_off_the_papers_recipe_is_named_in_the_caption(tmp_path, optimizer, named):
+    """The twin's Full trains with AdamW (SGD does not train in 3 epochs): its table says so;
+    a Full record with the paper's SGD (or no such key) is not named."""
+    config = {} if optimizer is None else {"optimizer": optimizer}
+    records = [rec(t, "LoRA", acc=60.0) for t in MINI]
+    records += [rec(t, "Full", "full", acc=55.0, config=config) for t in MINI]
+    results = write_all(tmp_path / "res", records)
+    build.build(results, tmp_path / "out", source="measured", figures=False, pdf="skip")
+    text = " ".join((tmp_path / "out" / "table1_vtab_mini.tex").read_text().split())
+    note = "Trained off the paper's recipe (README): Full: optimizer adamw (the paper: sgd)."
+    assert (note in text) == named and ("Trained off" in text) == named

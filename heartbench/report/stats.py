@@ -25,6 +25,7 @@ from heartbench.report.select import (
     test_acc,
 )
 from heartbench.report.table_specs import table_spec
+from heartbench.report.variants import recipe_deviations
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class MeasuredBlock:
     backbones: list[str] = field(default_factory=list)
     seed_set: tuple = ()  # the seeds every cell of the block has
     chance: dict[str, float] = field(default_factory=dict)  # tasks at chance for every row
+    recipe: list[str] = field(default_factory=list)  # rows trained off the paper's recipe
     part: int = 0  # index among the blocks of this table and benchmark (widest seed set first)
     parts: int = 1
 
@@ -226,7 +228,16 @@ def _block(table: int, benchmark: str, task_group: dict[str, str],
         backbones=sorted({backbone_name(r) or "?" for r in recs}),
         seed_set=tuple(sorted(seeds, key=str)),
         chance=_chance_tasks(rows, recs),
+        recipe=_recipe_notes(rows),
     )
+
+
+def _recipe_notes(rows: list[MeasuredRow]) -> list[str]:
+    """'Full: optimizer adamw (the paper: sgd)' for each row whose records trained otherwise."""
+    notes = {f"{row.name or row.label}: {key} {value} (the paper: {paper})"
+             for row in rows for c in row.cells.values() for r in c.records
+             for key, value, paper in recipe_deviations(r)}
+    return sorted(notes)
 
 
 CHANCE_MARGIN = 3.0  # points: a task whose every value is this close to 100/classes is "at chance"

@@ -157,6 +157,8 @@ def block_description(block: MeasuredBlock) -> str:
         tasks = ", ".join(f"{tex(t)} ({v:.1f}\\%)" for t, v in block.chance.items())
         parts.append(f"Within {CHANCE_MARGIN:g} points of chance (100 / classes) for every row: "
                      f"{tasks}.")
+    if block.recipe:
+        parts.append(f"Trained off the paper's recipe (README): {tex('; '.join(block.recipe))}.")
     if table_spec(block.table).size:
         parts.append("Size: MB = $2^{20}$ bytes of stored adapter, head excluded.")
     return " ".join(parts)

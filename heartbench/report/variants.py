@@ -8,8 +8,19 @@ so neither may depend on :mod:`heartbench.report.select`, which re-exports every
 from __future__ import annotations
 
 import re
+from typing import Any
 
 TAYLOR_SCORES: tuple[str, ...] = ("taylor", "neg_taylor", "abs_taylor")
+# Training-recipe keys of a method's config with the value the paper's recipe uses: a record
+# that trained otherwise is named in its table's caption. Full: VPT's SGD (Table 9).
+PAPER_RECIPE: dict[str, dict[str, Any]] = {"full": {"optimizer": "sgd"}}
+
+
+def recipe_deviations(record: dict) -> list[tuple[str, Any, Any]]:
+    """(key, value, the paper's value) for each recipe key where ``record`` trained otherwise."""
+    config = record.get("method_config") or {}
+    return [(key, config[key], paper) for key, paper in PAPER_RECIPE.get(record.get("method"), {}).items()
+            if key in config and config[key] != paper]
 
 
 def normalize_label(label: str) -> str:
