@@ -199,6 +199,8 @@ def _compile(out: Path, mode: str, result: BuildResult) -> None:
 
 def main(args: argparse.Namespace) -> int:
     names = tuple(b.strip() for b in args.benchmarks.split(",") if b.strip())
+    print(f"tables: reading the records under {args.results_dir}, writing"
+          f" {'tables' if args.no_figures else 'tables and figures'} to {args.out}", flush=True)
     result = build(args.results_dir, args.out, source=args.source, baselines_dir=args.baselines,
                    figures=not args.no_figures, pdf=args.pdf, tolerance=args.tolerance,
                    benchmarks=None if names == ("all",) else names)
