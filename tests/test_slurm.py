@@ -362,6 +362,38 @@ def test_scontrol_requeue_resumes_exactly(cluster: str, tmp_path: Path, synth_ro
     assert comparable(only_record(results, "interrupt")) == comparable(reference())
 
 
+def test_requeued_task_of_two_runs_resumes_the_first_and_trains_the_second(
+        cluster: str, tmp_path: Path, synth_root: Path,
+        reference: Callable[[], dict[str, Any]]) -> None:
+    """One array task holding two runs (two seeds, runs_per_task = 2), requeued in the middle
+    of its first run: the requeued task resumes that run from its checkpoint (its record is
+    the uninterrupted run's), then trains the second, which had not started."""
+    from heartbench.suite import load_suite
+
+    suite = write_suite(tmp_path, "interrupt", synth_root, extra="runs_per_task = 2")
+    suite.write_text(suite.read_text().replace("seeds = [0]", "seeds = [0, 1]"))
+    first, second = (r.run_id for r in load_suite(suite).runs)
+    results = tmp_path / "results"
+    proc = heartbench("run", str(suite), "--results-dir", str(results))
+    pid = freeze_after_two_checkpoints(results, "interrupt", first)
+    job = job_id_of(results)
+    assert not (results / "interrupt" / f"{second}.final.ckpt").exists()
+    subprocess.run(["scontrol", "requeue", job], check=True)
+    thaw(pid)
+    release_when_requeued(job)
+    rc, out, err = finish(proc)
+    assert rc == 0, out + err
+    assert "1 array task(s) of up to 2 runs" in out and "finished: 2 done, 0 failed" in out, out
+    log = job_logs(results)
+    resumed = re.findall(rf"resuming from {first}\.final\.ckpt(?:\.prev)? after epoch (\d+)", log)
+    assert len(resumed) == 1 and 2 <= int(resumed[0]) < 8, log
+    assert trainings(log) == [first, first, second], log
+    records = {p.stem: json.loads(p.read_text()) for p in (results / "interrupt").glob("*.json")}
+    assert set(records) == {first, second} and records[second]["status"] == "done"
+    assert comparable(records[first]) == comparable(reference())
+    assert leftovers(results / "interrupt") == []
+
+
 def test_preemption_signal_requeues_and_resumes_exactly(
         cluster: str, tmp_path: Path, synth_root: Path,
         reference: Callable[[], dict[str, Any]]) -> None:
