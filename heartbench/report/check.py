@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from heartbench.errors import UserError
-from heartbench.report.select import TWIN_BENCHMARKS
+from heartbench.report.select import KEPT_TWIN_BENCHMARKS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -149,31 +149,24 @@ def check_measured(records: list[dict], reported: Any, tolerance: float) -> tupl
 
 
 def check_reproduce(records: list[dict], count: int, seed: int,
-                    emit: Callable[[str], None] = print) -> tuple[list[str], bool]:
+                    emit: Callable[[str], None] = print) -> bool:
     """Re-run a sample of CPU-twin records (smoke's synth records are throwaway: never); each
     line goes to ``emit`` as it is known, since a re-run takes a minute."""
-    lines: list[str] = []
-
-    def say(line: str) -> None:
-        lines.append(line)
-        emit(line)
-
-    candidates = sorted((r for r in records
-                         if r["benchmark"] in TWIN_BENCHMARKS and r["benchmark"] != "synth"),
+    candidates = sorted((r for r in records if r["benchmark"] in KEPT_TWIN_BENCHMARKS),
                         key=lambda r: (r["suite"], r["run_id"]))
     try:
         from heartbench.data.twin import ensure_twin_task
         from heartbench.train import rerun_record
     except ImportError as err:
-        say(f"(e) reproduce: skipped: heartbench.train.rerun_record is not available ({err})")
-        return lines, True
+        emit(f"(e) reproduce: skipped: heartbench.train.rerun_record is not available ({err})")
+        return True
     if not candidates:
-        twins = ", ".join(b for b in TWIN_BENCHMARKS if b != "synth")
-        say(f"(e) reproduce: skipped: no done CPU-twin records (benchmarks {twins})")
-        return lines, True
+        emit("(e) reproduce: skipped: no done CPU-twin records"
+             f" (benchmarks {', '.join(KEPT_TWIN_BENCHMARKS)})")
+        return True
     sample = random.Random(seed).sample(candidates, min(count, len(candidates)))
-    say(f"(e) reproduce: re-running {len(sample)} of {len(candidates)} CPU-twin records "
-        f"(sample seed {seed})")
+    emit(f"(e) reproduce: re-running {len(sample)} of {len(candidates)} CPU-twin records "
+         f"(sample seed {seed})")
     ok = True
     for i, record in enumerate(sample, 1):
         stored = record["metrics"]["test_acc"]
@@ -182,17 +175,17 @@ def check_reproduce(records: list[dict], count: int, seed: int,
         try:
             root = record.get("data_root")
             if root and ensure_twin_task(record["benchmark"], root, record["task"]):
-                say(f"  wrote the twin data of {record['task']} under {record['data_root']}")
+                emit(f"  wrote the twin data of {record['task']} under {record['data_root']}")
             again = float(rerun_record(record, progress=sys.stderr.isatty()))
         except UserError as err:
-            say(f"  ERROR {name}: {err}")
+            emit(f"  ERROR {name}: {err}")
             ok = False
             continue
         # Exactly: the same seed, data and code must give the same number.
         same = stored is not None and again == float(stored)
         ok &= same
-        say(f"  {'ok' if same else 'MISMATCH'} {name}: stored {stored}, rerun {again}")
-    return lines, ok
+        emit(f"  {'ok' if same else 'MISMATCH'} {name}: stored {stored}, rerun {again}")
+    return ok
 
 
 def main(args: argparse.Namespace) -> int:
@@ -233,7 +226,7 @@ def main(args: argparse.Namespace) -> int:
         emit(f"  FAIL unreadable record {path}: {reason}")
     ok_reproduce = True
     if args.reproduce:
-        _, ok_reproduce = check_reproduce(records, args.reproduce, args.seed, emit)
+        ok_reproduce = check_reproduce(records, args.reproduce, args.seed, emit)
     ok = ok_reported and ok_measured and ok_summary and not recordset.skipped and ok_reproduce
     emit("check: ok" if ok else "check: FAILED")
     return 0 if ok else 1

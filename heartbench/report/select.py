@@ -31,6 +31,8 @@ from heartbench.report.variants import (
 PAPER_NE: tuple[int, ...] = (0, 1, 3, 6)
 # The CPU twins' benchmarks (synth: the throwaway smoke data), never the paper's numbers.
 TWIN_BENCHMARKS: tuple[str, ...] = ("vtab_mini", "fewshot_mini", "synth")
+# The twins whose records are kept and checked (smoke's synth records are throwaway).
+KEPT_TWIN_BENCHMARKS: tuple[str, ...] = tuple(b for b in TWIN_BENCHMARKS if b != "synth")
 PAPER_BENCHMARK = "vtab1k"
 BENCHMARK_NAMES: dict[str, str] = {
     "vtab1k": "VTAB-1K",

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from heartbench.errors import UserError
-from heartbench.report.select import TWIN_BENCHMARKS
+from heartbench.report.select import KEPT_TWIN_BENCHMARKS
 
 SUMMARY_FILE = "twin_summary.csv"
 FIELDS: tuple[str, ...] = ("suite", "run_id", "benchmark", "task", "label", "seed", "test_acc")
@@ -31,7 +31,7 @@ def _row(record: dict) -> dict[str, str]:
 def twin_records(records: list[dict]) -> list[dict]:
     """Done twin records with a test accuracy, smoke (synth) excluded: it is throwaway."""
     return [r for r in records
-            if r["benchmark"] in TWIN_BENCHMARKS and r["benchmark"] != "synth"
+            if r["benchmark"] in KEPT_TWIN_BENCHMARKS
             and isinstance((r.get("metrics") or {}).get("test_acc"), (int, float))]
 
 
