@@ -14,6 +14,11 @@ class UserError(Exception):
     """A mistake in what the user gave us (a file, a key, a value, a path)."""
 
 
+class MissingData(UserError):
+    """Data that is not there at all (a root, a task folder, a list file), as opposed to a
+    broken copy: ``run`` adds the command that makes it."""
+
+
 def closest(word: str, choices: Iterable[str]) -> str:
     """A ' (did you mean X?)' suffix naming the closest valid choice, or ''."""
     match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from heartbench.errors import UserError
+from heartbench.errors import MissingData, UserError
 
 
 def check_writable(results_dir: Path, create: bool = True) -> None:
@@ -60,10 +60,6 @@ def data_hint(suite: Any, tasks: list[str]) -> str | None:
                           tasks_option="" if every else f" --tasks {','.join(tasks)}")
 
 
-# The loaders' messages for data that is not there at all (not for a broken copy).
-MISSING_DATA = ("does not exist or is not a folder", "no folder for", "missing list file")
-
-
 def _check_layout(suite: Any, runs: list[Any], tasks: list[str]) -> None:
     """Every list file the runs read is there, well formed, and names existing images."""
     from heartbench.data.tasks import is_fewshot
@@ -101,9 +97,9 @@ def check_inputs(suite: Any, runs: list[Any], deep: bool = False) -> None:
                 ensure_twin_task(suite.benchmark, suite.data_root, task)
     try:
         _check_layout(suite, runs, tasks)
-    except UserError as err:
+    except MissingData as err:
         hint = data_hint(suite, tasks)
-        if hint and any(m in str(err) for m in MISSING_DATA):
+        if hint:
             raise UserError(f"{err}; {hint}") from None
         raise
     from heartbench.data.verify import check_standard_copy  # vtab1k/fewshot: the manifest

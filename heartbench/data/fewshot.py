@@ -23,7 +23,7 @@ from PIL import Image
 
 from heartbench.data.tasks import TaskInfo, get_benchmark, resolve_task
 from heartbench.data.vtab import ListDataset, check_files_exist, find_folder, parse_list
-from heartbench.errors import UserError, one_of
+from heartbench.errors import MissingData, UserError, one_of
 
 FEWSHOT_SPLITS: tuple[str, ...] = ("train", "val", "test")
 SHOTS: tuple[int, ...] = (1, 2, 4, 8, 16)
@@ -134,7 +134,7 @@ def validate_fewshot(
         annotation_name(split, 1, 0)
     root = Path(root)
     if not root.is_dir():
-        raise UserError(
+        raise MissingData(
             f"{benchmark} data root {root} does not exist or is not a folder;"
             f" expected {FEWSHOT_LAYOUT}"
         )

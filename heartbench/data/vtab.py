@@ -20,7 +20,7 @@ from typing import Any
 from PIL import Image
 
 from heartbench.data.tasks import TaskInfo, get_benchmark, resolve_task
-from heartbench.errors import UserError, one_of
+from heartbench.errors import MissingData, UserError, one_of
 
 VTAB_SPLITS: tuple[str, ...] = ("train800", "val200", "train800val200", "test")
 VTAB_LAYOUT = (
@@ -53,7 +53,7 @@ def parse_list(
     ``expected`` describes the layout in the message.
     """
     if not list_path.is_file():
-        raise UserError(f"missing list file {list_path}; expected {expected}")
+        raise MissingData(f"missing list file {list_path}; expected {expected}")
     samples: list[tuple[Path, int]] = []
     with open(list_path, encoding="utf-8") as fh:
         for lineno, raw in enumerate(fh, 1):
@@ -115,7 +115,7 @@ def find_folder(root: str | os.PathLike, info: TaskInfo, what: str, layout: str,
     """
     root = Path(root)
     if not root.is_dir():
-        raise UserError(
+        raise MissingData(
             f"{info.benchmark} data root {root} does not exist or is not a folder;"
             f" expected {layout}"
         )
@@ -123,7 +123,7 @@ def find_folder(root: str | os.PathLike, info: TaskInfo, what: str, layout: str,
         if (root / name).is_dir():
             return root / name
     tried = ", ".join(info.folder_names)
-    raise UserError(
+    raise MissingData(
         f"no folder for {what} {info.name!r} under {root} (tried {tried}); expected {expected}")
 
 
@@ -281,7 +281,7 @@ def validate_vtab(
         _check_split(split)
     root = Path(root)
     if not root.is_dir():
-        raise UserError(
+        raise MissingData(
             f"{benchmark} data root {root} does not exist or is not a folder;"
             f" expected {VTAB_LAYOUT}"
         )
