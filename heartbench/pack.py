@@ -544,7 +544,7 @@ def run_pack(shard: Any, group: list[RunSpec], results_dir: Path, force: bool,
 
     Outcomes come in ``group``'s order, as ``RunShard._one`` gives them run by run.
     """
-    from heartbench.launch import Claim, _is_requeue_error, is_done
+    from heartbench.runs import Claim, is_done, is_requeue_error
 
     outcomes: dict[str, dict[str, Any]] = {}
     todo: list[RunSpec] = []
@@ -563,7 +563,7 @@ def run_pack(shard: Any, group: list[RunSpec], results_dir: Path, force: bool,
         try:
             records = execute_pack(todo, results_dir, progress) if todo else []
         except Exception as err:  # a crash must not cost other packs; checkpoints stay
-            if _is_requeue_error(err):
+            if is_requeue_error(err):
                 raise
             traceback.print_exc()
             records = [{"status": "failed", "crash": f"crashed ({type(err).__name__}: {err});"

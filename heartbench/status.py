@@ -150,7 +150,7 @@ def run_states(results_dir: Path, runs: list[Any],
                jobs: dict[str, tuple[str, str]] | None = None) -> dict[str, RunState]:
     """The state of every run in ``runs`` (see the module docstring)."""
     from heartbench.content import stale_reason
-    from heartbench.launch import claim_holder, read_record
+    from heartbench.runs import claim_holder, read_record
 
     states: dict[str, RunState] = {}
     for run in runs:
@@ -295,7 +295,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from heartbench.launch import select
+    from heartbench.runs import select
     from heartbench.suite import load_suite
 
     if args.archive_superseded and args.only:

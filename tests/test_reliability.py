@@ -378,7 +378,7 @@ def test_torn_checkpoint_falls_back_and_says_so(
 HOLDER = """
 import os, sys, time
 from pathlib import Path
-from heartbench.launch import Claim
+from heartbench.runs import Claim
 with Claim(Path(sys.argv[1])) as claim:
     assert claim.held
     print("held", flush=True)
@@ -597,7 +597,7 @@ def test_signal_to_launcher_stops_workers_at_a_safe_point_and_rerun_resumes(
 def test_a_claim_being_written_is_never_taken_for_a_dead_one(tmp_path: Path) -> None:
     """An empty claim file (what a writer shows between create and write with a plain
     open/write) is left alone while it is fresh; only a long-unreadable one is taken over."""
-    from heartbench.launch import TORN_CLAIM_AGE_S, Claim
+    from heartbench.runs import TORN_CLAIM_AGE_S, Claim
 
     path = tmp_path / "run.claim"
     path.write_text("")
@@ -630,7 +630,7 @@ def start_together(signals, name):
 
 CONTENDER = GATE + """
 import json, os
-from heartbench.launch import Claim
+from heartbench.runs import Claim
 path, inside, signals, rounds = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
 start_together(signals, os.getpid())
 held = 0
@@ -714,7 +714,7 @@ def test_concurrent_claims_exclude_each_other_and_are_never_seen_partial(tmp_pat
 
 TAKEOVER = GATE + """
 import os
-from heartbench.launch import Claim
+from heartbench.runs import Claim
 path, signals = Path(sys.argv[1]), Path(sys.argv[2])
 start_together(signals, os.getpid())
 with Claim(path) as claim:

@@ -313,7 +313,7 @@ def test_smoke_suite_trains_every_method(tmp_path: Path, synth_root: Path) -> No
 
 
 def test_claim_of_another_host_is_taken_over_only_when_older_than_a_job(tmp_path: Path) -> None:
-    from heartbench.launch import Claim
+    from heartbench.runs import Claim
 
     path = tmp_path / "run.claim"
     path.write_text(json.dumps({"host": "node-that-died", "pid": 1, "job": "77_3"}))

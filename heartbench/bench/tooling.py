@@ -82,7 +82,8 @@ def planning() -> dict[str, Any]:
     import io
     import tempfile
 
-    from heartbench.launch import print_plan, select
+    from heartbench.launch import print_plan
+    from heartbench.runs import select
     from heartbench.suite import load_suite
 
     with tempfile.TemporaryDirectory() as tmp:

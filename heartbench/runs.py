@@ -1,0 +1,216 @@
+"""The run bookkeeping every executor shares: which runs a launch selects, a run's record
+(read, done), and the claim file that keeps two launches from running one run twice.
+
+Below ``launch``, ``pack`` and ``status``, which all read it; it imports none of them.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from heartbench.processes import pid_alive
+
+
+def select(runs: list[Any], patterns: list[str] | None) -> list[Any]:
+    if not patterns:
+        return runs
+    def hit(run: Any) -> bool:
+        fields = (run.task, run.method, run.label, run.run_id)
+        return any(fnmatch.fnmatch(f, p) for p in patterns for f in fields)
+    return [r for r in runs if hit(r)]
+
+
+def read_record(results_dir: Path, run: Any, report: bool = False) -> dict[str, Any] | None:
+    """``run``'s record if it is usable (any status), else None.
+
+    A truncated or foreign file in the record's place does not count: the run reruns and
+    its record replaces that file (``report``: say so on stdout, naming the file).
+    """
+    from heartbench.results import record_path, validate_record
+
+    path = record_path(results_dir, run.suite, run.run_id)
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        problem = validate_record(record)
+    except (OSError, ValueError) as err:  # ValueError covers JSON and UTF-8 decoding errors
+        problem = f"unreadable ({type(err).__name__}: {err})"
+    if problem is None:
+        return record
+    if report:
+        print(f"{path}: not a usable record ({problem}); rerunning {run.run_id},"
+              " whose new record will replace this file")
+    return None
+
+
+def is_done(results_dir: Path, run: Any, report: bool = False) -> bool:
+    """Whether ``run`` has a usable record with status done, from the same data and weights."""
+    from heartbench.content import stale_reason
+
+    record = read_record(results_dir, run, report)
+    if record is None or record["status"] != "done":
+        return False
+    stale = stale_reason(record, run)
+    if stale and report:
+        print(f"{run.run_id} ({run.task}, {run.label}): {stale}; rerunning it")
+    return stale is None
+
+
+def is_requeue_error(err: Exception) -> bool:
+    """submitit's own signal handling failing inside a run (``scontrol requeue`` killed,
+    "timed-out too many times"): the job's business, not a crash of this run."""
+    from submitit.core.utils import UncompletedJobError
+
+    return isinstance(err, (UncompletedJobError, subprocess.SubprocessError))
+
+
+def _job_id() -> str:
+    return os.environ.get("SLURM_ARRAY_JOB_ID", "") + "_" + os.environ.get(
+        "SLURM_ARRAY_TASK_ID", os.environ.get("SLURM_JOB_ID", ""))
+
+
+# A claim file that cannot be read is only taken for a dead writer's after this long: claims
+# are linked into place complete, so only a crash of the file system leaves a torn one.
+TORN_CLAIM_AGE_S = 60.0
+
+
+class Claim:
+    """An exclusive claim file per run; a claim whose holder died is taken over.
+
+    The file holds host, pid and Slurm job id. It appears complete or not at all: its content
+    is written to a temporary file, then hard-linked into place (the link fails if a claim
+    exists). It is stale when its process is gone (same host), when it belongs to this very
+    (requeued) Slurm job, or when it is older than ``max_age_s`` (another host: no job
+    outlives its time limit, and a requeued job writes a fresh claim), so a claim left by a
+    dead node is taken over eventually. A takeover happens under a second, equally atomic
+    ``.takeover`` file, so two launches never both replace the same stale claim.
+    """
+
+    def __init__(self, path: Path, max_age_s: float = 25 * 3600) -> None:
+        self.path, self.held, self.max_age_s = path, False, max_age_s
+        self.me = {"host": socket.gethostname(), "pid": os.getpid(), "job": _job_id()}
+
+    def __enter__(self) -> Claim:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            if _link_new(self.path, self.me):
+                self.held = True
+                return self
+            examined = _file_identity(self.path)
+            if examined is None:  # released between our link and now: try again
+                continue
+            if not self._stale(_read_claim(self.path)):
+                return self
+            self._take_over(examined)
+            return self
+        return self
+
+    def _take_over(self, examined: tuple[int, int]) -> None:
+        """Replace the stale claim file ``examined`` (inode, mtime), under the takeover lock.
+
+        Only that very file is replaced: if it was released and someone else linked a new
+        claim meanwhile, writing over it would make two holders.
+        """
+        lock = self.path.with_name(self.path.name + ".takeover")
+        if not _link_new(lock, self.me):
+            if _age(lock) > TORN_CLAIM_AGE_S:  # a takeover whose taker died
+                lock.unlink(missing_ok=True)
+            return
+        try:
+            if _file_identity(self.path) == examined:  # still the stale claim we examined
+                _write_over(self.path, self.me)
+                self.held = True
+            elif _link_new(self.path, self.me):  # it was released meanwhile
+                self.held = True
+        finally:
+            lock.unlink(missing_ok=True)
+
+    def _stale(self, holder: dict[str, Any] | None) -> bool:
+        if holder is None:  # torn or vanished
+            return not self.path.exists() or _age(self.path) > TORN_CLAIM_AGE_S
+        if holder.get("job") and holder.get("job") == _job_id() and holder["job"] != "_":
+            return True
+        if holder.get("host") == socket.gethostname():
+            return not pid_alive(int(holder.get("pid", -1)))
+        return _age(self.path) > self.max_age_s
+
+    def __exit__(self, *exc: object) -> None:
+        if self.held and _read_claim(self.path) == self.me:
+            self.path.unlink(missing_ok=True)
+
+
+def claim_holder(path: Path, max_age_s: float = 25 * 3600) -> dict[str, Any] | None:
+    """The live holder of a claim file, or None (no claim, or a stale one)."""
+    holder = _read_claim(path)
+    if holder is None:
+        return None
+    if holder.get("host") == socket.gethostname():
+        return holder if pid_alive(int(holder.get("pid", -1))) else None
+    return holder if _age(path) <= max_age_s else None
+
+
+def _read_claim(path: Path) -> dict[str, Any] | None:
+    try:
+        holder = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return holder if isinstance(holder, dict) else None
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """(inode, mtime in ns) of ``path``, or None when it does not exist."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return float("inf")
+
+
+def _temp_with(path: Path, content: dict[str, Any]) -> Path:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(json.dumps(content))
+    return tmp
+
+
+def _link_new(path: Path, content: dict[str, Any]) -> bool:
+    """Create ``path`` holding ``content``, complete, unless it exists (atomic)."""
+    tmp = _temp_with(path, content)
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:  # a file system without hard links: exclusive create, then write
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            f.write(tmp.read_text())
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_over(path: Path, content: dict[str, Any]) -> None:
+    tmp = _temp_with(path, content)
+    try:
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
