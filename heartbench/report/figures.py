@@ -35,8 +35,20 @@ from typing import Any
 
 from heartbench.report import reference as ref
 from heartbench.report.latex import tex
+from heartbench.report.plotting import (  # noqa: F401 (Figure, twin_note: this module's API)
+    COLUMN_WIDTH_IN,
+    Figure,
+    _bench,
+    _by_benchmark,
+    _label,
+    _mark,
+    _rc,
+    _save,
+    _tasks,
+    fig_caption,
+    twin_note,
+)
 from heartbench.report.select import (
-    BENCHMARK_NAMES,
     heart_key,
     is_fixed_ne_heart,
     is_swin,
@@ -46,9 +58,7 @@ from heartbench.report.select import (
     select_cell,
     test_acc,
 )
-from heartbench.report.stats import at_chance, task_order
-
-COLUMN_WIDTH_IN = 3.4
+from heartbench.report.stats import at_chance
 
 
 @dataclass(frozen=True)
@@ -75,50 +85,6 @@ PAPER_FIG7_TASK = "cifar"
 SCORE_NAMES = {"taylor": "Taylor", "weight_l2": "weight L2", "grad_l2": "grad L2"}
 SELECTION_NOTE = ("Each point: among the grid configurations with all of the curve's seeds, the one "
                   "with the best mean test accuracy over them.")
-PAPER_BENCHMARKS = ("vtab1k", "fewshot")
-
-
-@dataclass(frozen=True)
-class Figure:
-    stem: str  # file name without suffix
-    caption: str
-    number: str = ""  # printed number: the paper's ("4"), or "T4" for twin data
-    wide: bool = False  # spans the page (Figure 5) instead of a column
-
-    @property
-    def file(self) -> str:
-        return f"{self.stem}.pdf"
-
-
-def _rc() -> dict[str, Any]:
-    return {
-        "font.size": 7, "axes.titlesize": 7, "axes.labelsize": 7, "xtick.labelsize": 6,
-        "ytick.labelsize": 6, "legend.fontsize": 6, "lines.linewidth": 1.0,
-        "lines.markersize": 3, "axes.linewidth": 0.6, "pdf.fonttype": 42,
-        "svg.hashsalt": "heartbench", "path.simplify": False,
-    }
-
-
-def twin_note(benchmark: str) -> str:
-    """The line every figure from twin (non-paper) data carries in the image itself."""
-    if benchmark in PAPER_BENCHMARKS:
-        return ""
-    return f"{BENCHMARK_NAMES.get(benchmark, benchmark)}: CPU-twin data, not the paper's"
-
-
-def _mark(fig: Any, benchmark: str, title: str = "") -> None:
-    note = twin_note(benchmark)
-    text = "\n".join(t for t in (title, note) if t)
-    if text:
-        fig.suptitle(text, fontsize=6.5, color="black" if not note else "#8b0000")
-
-
-def fig_caption(number: int, benchmark: str, text: str) -> tuple[str, str]:
-    """(printed number, caption): twin figures are numbered T<n> and say so first."""
-    if benchmark in PAPER_BENCHMARKS:
-        return str(number), text
-    return f"T{number}", (f"\\textbf{{CPU twin, not the paper's data}} (counterpart of the "
-                          f"paper's Figure {number}). {text}")
 
 
 def curve_cells(groups: dict[Any, list[dict]]) -> tuple[dict[Any, Any], frozenset]:
@@ -142,34 +108,6 @@ def _chance(records: list[dict], tasks: list[str], values: dict[str, list[float]
         if at_chance(values.get(t) or [], n):
             out.append(f"{tex(_label(t))} ({100 / n:.0f}\\%)")
     return out
-
-
-def _save(fig: Any, out: Path, stem: str) -> None:
-    # No dates or versions in the files: a rebuild gives the same bytes.
-    fig.savefig(out / f"{stem}.pdf", metadata={"CreationDate": None, "ModDate": None,
-                                               "Producer": None, "Creator": None})
-    fig.savefig(out / f"{stem}.png", dpi=200, metadata={"Software": None})
-
-
-def _label(task: str) -> str:
-    return ref.TASK_HEADER.get(task, task)
-
-
-def _by_benchmark(records: list[dict], keep: Callable[[dict], bool]) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = defaultdict(list)
-    for r in records:
-        if r.get("status") == "done" and test_acc(r) is not None and keep(r):
-            out[r["benchmark"]].append(r)
-    return dict(sorted(out.items()))
-
-
-def _tasks(records: list[dict]) -> list[str]:
-    return task_order({r["task"]: r.get("group") or "" for r in records})
-
-
-def _bench(benchmark: str) -> str:
-    """The benchmark's name for a (LaTeX) caption."""
-    return tex(BENCHMARK_NAMES.get(benchmark, benchmark))
 
 
 # ---------------------------------------------------------------------------
