@@ -16,7 +16,7 @@ import timm
 import torch
 from torch import nn
 
-from heartbench.errors import UserError, one_of
+from heartbench.errors import UserError, message, one_of, what_is
 
 # Small named configurations: the CPU twin's backbones and tiny models for tests.
 # Each maps to a timm architecture plus keyword arguments for ``timm.create_model``.
@@ -158,6 +158,23 @@ def build_backbone(
     return backbone
 
 
+def fetch_timm_weights(name: str, kwargs: dict[str, Any]) -> None:
+    """Get timm's pretrained weights of ``name`` into the local cache (a no-op when they are
+    there), so that no job starts without them; a one-line UserError when they cannot be got."""
+    arch, preset_kwargs = resolve_name(name)
+    model_kwargs = {**preset_kwargs, **kwargs}
+    with torch.device("meta"):
+        cfg = timm.create_model(arch, pretrained=False, **model_kwargs).pretrained_cfg
+    source = cfg.get("hf_hub_id") or cfg.get("url") or "nowhere: timm lists none"
+    try:
+        timm.create_model(arch, pretrained=True, **model_kwargs)
+    except Exception as err:  # offline, no such tag, a refused download: all said in one line
+        raise UserError(f"cannot get timm's pretrained weights of {arch!r} (from {source}):"
+                        f" {type(err).__name__}: {message(err)[:300]}; connect to the network"
+                        " once (they are then cached), or set backbone.weights to a local"
+                        " checkpoint file") from None
+
+
 def meta_backbone(name: str, **kwargs: Any) -> Backbone:
     """The backbone's structure without weights or memory (meta device): for config checks."""
     arch, preset_kwargs = resolve_name(name)
@@ -186,7 +203,7 @@ def find_sites(model: nn.Module) -> list[AttentionSite]:
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read a .pth/.safetensors checkpoint as a flat state dict, or raise a UserError."""
     if not path.is_file():
-        raise UserError(f"weights file {path} does not exist; expected one of {WEIGHT_SUFFIXES}")
+        raise UserError(f"weights file {path} {what_is(path)}; expected one of {WEIGHT_SUFFIXES}")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -211,6 +228,9 @@ def check_weights_file(path: Path, name: str, kwargs: dict[str, Any]) -> None:
     backbone: a tensor of another shape, a missing one or an extra one (e.g. more blocks
     than the model has) is a one-line UserError naming the tensor and both shapes.
     """
+    if not path.is_file():  # before any open: a FIFO would block, /dev/zero never end
+        raise UserError(f"weights file {path} {what_is(path)}; expected a checkpoint file"
+                        f" ({', '.join(WEIGHT_SUFFIXES)})")
     model = meta_backbone(name, **kwargs).model
     if path.suffix == ".npz":
         check_npz(path, model)
@@ -268,7 +288,7 @@ def check_npz(path: Path, model: nn.Module) -> None:
     loading it: timm's own loader runs with every copy into the model intercepted, so the
     check sees exactly the tensors and shapes a real load would."""
     if not path.is_file():
-        raise UserError(f"weights file {path} does not exist")
+        raise UserError(f"weights file {path} {what_is(path)}; expected a .npz checkpoint")
     if not hasattr(model, "load_pretrained"):
         raise UserError(f"weights file {path}: .npz checkpoints are only supported for ViT,"
                         f" not {type(model).__name__}; use a .pth or .safetensors file")

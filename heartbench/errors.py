@@ -7,7 +7,10 @@ Anything else that escapes is a bug in heartbench and may show a traceback.
 from __future__ import annotations
 
 import difflib
+import errno
+import os
 from collections.abc import Iterable
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -48,3 +51,29 @@ def message(err: BaseException) -> str:
         first = rest if sep and " " not in head else lines[start]
         text = " ".join([first, *lines[start + 1:]])
     return " ".join(text.split())
+
+
+def what_is(path: Path) -> str:
+    """What ``path`` is, said as the end of "X ...": for a message about a path that is not
+    what was expected ("does not exist", "is a folder", "is a FIFO", "is a symlink loop")."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError as err:
+        if path.is_symlink():
+            target = os.readlink(path)
+            if err.errno == errno.ELOOP:
+                return f"is a symlink loop (-> {target})"
+            return f"is a dangling symlink (-> {target})"
+        if err.errno == errno.ELOOP:
+            return "lies under a symlink loop"
+        if err.errno in (errno.EACCES, errno.EPERM):
+            return "cannot be examined (permission denied)"
+        if err.errno == errno.ENOTDIR:
+            return "does not exist (a parent is a file, not a folder)"
+        return "does not exist"
+    kinds = ((stat.S_ISDIR, "is a folder"), (stat.S_ISREG, "is a file"),
+             (stat.S_ISFIFO, "is a FIFO (named pipe)"), (stat.S_ISCHR, "is a character device"),
+             (stat.S_ISBLK, "is a block device"), (stat.S_ISSOCK, "is a socket"))
+    return next((text for test, text in kinds if test(mode)), "is not a regular file")

@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from heartbench.content import with_content
-    from heartbench.preflight import check_device, check_inputs, check_writable
+    from heartbench.preflight import check_device, check_inputs, check_results, check_writable
     from heartbench.suite import load_suite
 
     started = time.time()
@@ -88,6 +89,7 @@ def main(args: argparse.Namespace) -> int:
     # nothing behind, and a data error is named even where Slurm is installed but down.
     check_inputs(suite, runs, deep=args.verify_deep)
     check_writable(results_dir, create=False)
+    check_results(results_dir, suite.name, runs)
     executor = resolve_executor(args.executor or suite.launcher["executor"])
     if executor == "slurm" and args.jobs is not None:
         raise UserError("--jobs sets local worker processes; on Slurm set launcher.runs_per_task"
@@ -195,19 +197,53 @@ def submit(executor_name: str, suite: Any, todo: list[Any], results_dir: Path,
 
     A refused submission (sbatch's error) is one line, and leaves no file behind.
     """
-    import submitit
-
     from heartbench.pack import group_packs
     from heartbench.status import write_launch
 
     suite_dir = results_dir / suite.name
-    folder = suite_dir / ".submitit" / "%j"
     launcher = suite.launcher
     timeout_min = int(launcher.get("timeout_min", 24 * 60))
     pack = int(launcher.get("pack", 1))  # launcher.pack: runs trained as one model (pack.py)
-    packs = group_packs(todo, pack)
     params: dict[str, Any] = {"timeout_min": timeout_min, "name": f"heartbench-{suite.name}"}
-    if executor_name == "slurm":
+    if executor_name == "slurm" and launcher.get("slurm_extra"):
+        params["slurm_additional_parameters"] = dict(launcher["slurm_extra"])
+    before = _snapshot(suite_dir)  # before submitit makes its folder
+    try:
+        executor, shards, threads = _executor(executor_name, suite_dir / ".submitit" / "%j",
+                                              group_packs(todo, pack), params, request, args)
+        # launcher.threads pins it (a record's numbers can depend on the thread count).
+        threads = int(launcher.get("threads", threads))
+        executor.update_parameters(**params)
+        # A claim older than a job's time limit (plus slack) cannot belong to a live job.
+        job = RunShard(claim_max_age_s=timeout_min * 60 + 600, threads=threads, pack=pack)
+        progress = executor_name == "debug" and sys.stderr.isatty()
+        # submitit prints sbatch's complaint itself: it goes into our one line instead.
+        with contextlib.redirect_stderr(io.StringIO()), _children_ignore_sigint(executor_name):
+            jobs = executor.map_array(job, shards, [str(results_dir)] * len(shards),
+                                      [args.force] * len(shards), [progress] * len(shards))
+    except Exception as err:
+        _remove_new(suite_dir, before)
+        if isinstance(err, OSError):  # e.g. a full disk: say where it could not write
+            raise UserError(f"{executor_name} refused the submission: cannot write its job"
+                            f" files under {suite_dir / '.submitit'} ({err.strerror or err})"
+                            ) from None
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        said = [line for line in lines if "error" in line.lower()] or lines or [type(err).__name__]
+        raise UserError(f"{executor_name} refused the submission: {said[-1]}") from None
+    write_launch(suite_dir, executor_name, [
+        {"job": str(j.job_id), "runs": [s.run_id for s in shard], "log": str(j.paths.stderr),
+         "result": str(j.paths.result_pickle)} for j, shard in zip(jobs, shards)])
+    return jobs, shards
+
+
+def _executor(name: str, folder: Path, packs: list[list[Any]], params: dict[str, Any],
+              request: dict[str, Any] | None, args: argparse.Namespace
+              ) -> tuple[Any, list[list[Any]], int]:
+    """submitit's executor for ``name``, the runs of each job, and each job's thread count;
+    ``params`` gains the executor's own parameters."""
+    import submitit
+
+    if name == "slurm":
         assert request is not None
         per_task = request["runs_per_task"]
         todo = [run for p in packs for run in p]  # a pack's runs side by side
@@ -217,40 +253,32 @@ def submit(executor_name: str, suite: Any, todo: list[Any], results_dir: Path,
                       slurm_partition=request["partition"])
         if request["gpus_per_node"]:  # no gres request at all for CPU jobs
             params["gpus_per_node"] = request["gpus_per_node"]
-        if launcher.get("slurm_extra"):
-            params["slurm_additional_parameters"] = dict(launcher["slurm_extra"])
         # Each requeue after a time limit counts down; a task of several runs may need many.
         executor = submitit.AutoExecutor(folder=folder, cluster="slurm",
                                          slurm_max_num_timeout=3 + 2 * per_task)
-        threads = request["cpus_per_task"]
-    else:
-        n = min(args.jobs, len(packs))
-        shards = [[run for p in packs[i::n] for run in p] for i in range(n)]
-        executor = submitit.AutoExecutor(folder=folder, cluster=executor_name)
-        # Local jobs share this machine's cores: oversubscribed BLAS threads spin and slow
-        # every job down many times.
-        threads = max(1, (os.cpu_count() or 1) // len(shards))
-    # launcher.threads pins it (a record's numbers can depend on the thread count).
-    threads = int(launcher.get("threads", threads))
-    executor.update_parameters(**params)
-    # A claim older than a job's time limit (plus slack) cannot belong to a live job.
-    job = RunShard(claim_max_age_s=timeout_min * 60 + 600, threads=threads, pack=pack)
-    progress = executor_name == "debug" and sys.stderr.isatty()
-    before = _snapshot(suite_dir)
+        return executor, shards, request["cpus_per_task"]
+    n = min(args.jobs, len(packs))
+    shards = [[run for p in packs[i::n] for run in p] for i in range(n)]
+    executor = submitit.AutoExecutor(folder=folder, cluster=name)
+    # Local jobs share this machine's cores: oversubscribed BLAS threads spin and slow
+    # every job down many times.
+    return executor, shards, max(1, (os.cpu_count() or 1) // len(shards))
+
+
+@contextlib.contextmanager
+def _children_ignore_sigint(executor: str) -> Iterator[None]:
+    """Local job processes start with SIGINT ignored, so Ctrl-C to the terminal's process
+    group reaches only this launcher (which stops the workers at a safe point, see
+    :func:`interrupted`) and the workers' own handler (``_SafeStop``): submitit's controller
+    process would otherwise die of it with a KeyboardInterrupt traceback."""
+    if executor != "local" or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        # submitit prints sbatch's complaint itself: it goes into our one line instead.
-        with contextlib.redirect_stderr(io.StringIO()):
-            jobs = executor.map_array(job, shards, [str(results_dir)] * len(shards),
-                                      [args.force] * len(shards), [progress] * len(shards))
-    except Exception as err:
-        _remove_new(suite_dir, before)
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        said = [line for line in lines if "error" in line.lower()] or lines or [type(err).__name__]
-        raise UserError(f"{executor_name} refused the submission: {said[-1]}") from None
-    write_launch(suite_dir, executor_name, [
-        {"job": str(j.job_id), "runs": [s.run_id for s in shard], "log": str(j.paths.stderr),
-         "result": str(j.paths.result_pickle)} for j, shard in zip(jobs, shards)])
-    return jobs, shards
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _snapshot(folder: Path) -> set[Path] | None:

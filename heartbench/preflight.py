@@ -11,19 +11,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from heartbench.errors import MissingData, UserError
+from heartbench.errors import MissingData, UserError, what_is
 
 
-def check_writable(results_dir: Path, create: bool = True) -> None:
+def check_writable(results_dir: Path, create: bool = True, what: str = "results directory"
+                   ) -> None:
     """With ``create=False`` nothing is made: the nearest existing ancestor must be a
     writable directory (so later checks can still fail without leaving a folder)."""
     if not create:
-        existing = next(p for p in (results_dir.absolute(), *results_dir.absolute().parents)
-                        if p.exists())
-        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-            why = "Not a directory" if not existing.is_dir() else "Permission denied"
-            raise UserError(f"results directory {results_dir} is not writable ({why}:"
-                            f" {existing})")
+        for path in (results_dir.absolute(), *results_dir.absolute().parents):
+            if path.exists():
+                break
+            if path.is_symlink():  # a dangling link or a loop: nothing could be made there
+                raise UserError(f"{what} {results_dir} is not writable: {path} {what_is(path)}")
+        _writable_dir(f"{what} {results_dir}", path)
         return
     try:
         results_dir.mkdir(parents=True, exist_ok=True)
@@ -31,7 +32,44 @@ def check_writable(results_dir: Path, create: bool = True) -> None:
         probe.write_text("")
         probe.unlink()
     except OSError as err:
-        raise UserError(f"results directory {results_dir} is not writable ({err.strerror})") from None
+        raise UserError(f"{what} {results_dir} is not writable ({err.strerror})") from None
+
+
+def _writable_dir(what: str, path: Path) -> None:
+    """``path`` (which exists) is a folder this user may write into, else one line."""
+    if not path.is_dir():
+        raise UserError(f"{what} is not writable: {path} {what_is(path)}, not a folder")
+    if not os.access(path, os.W_OK | os.X_OK):
+        why = "a read-only file system" if _read_only(path) else "permission denied"
+        raise UserError(f"{what} is not writable: {path} ({why})")
+
+
+def _read_only(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def check_results(results_dir: Path, suite: str, runs: list[Any]) -> None:
+    """The suite's results folder and its launcher folder, if there, are writable folders, and
+    nothing but a record file stands where a run's record, claim or checkpoint belongs (a
+    folder there would cost a whole training before the record write failed)."""
+    from heartbench.results import record_path
+
+    folder = results_dir / suite
+    for path in (folder, folder / ".submitit", folder / ".submitit" / "launches"):
+        if path.exists() or path.is_symlink():
+            _writable_dir(f"results folder of suite {suite}", path)
+    if not folder.is_dir():
+        return
+    for run in runs:
+        record = record_path(results_dir, suite, run.run_id)
+        for path in (record, record.with_suffix(".claim")):
+            if (path.exists() or path.is_symlink()) and not path.is_file():
+                raise UserError(f"{path} {what_is(path)} where run {run.run_id}'s"
+                                f" {path.suffix[1:]} file belongs; expected a file or nothing"
+                                " (move it away)")
 
 
 # What makes a benchmark's data, named in the one line when it is missing ({root}, {tasks},
@@ -91,7 +129,11 @@ def check_inputs(suite: Any, runs: list[Any], deep: bool = False) -> None:
         from heartbench.data.twin import ensure_twin_task
 
         for task in tasks:
-            if not (Path(suite.data_root) / task).is_dir():
+            folder = Path(suite.data_root) / task
+            if folder.is_symlink() and not folder.is_dir():
+                raise UserError(f"{suite.benchmark} task folder {folder} {what_is(folder)};"
+                                " expected a folder, or nothing (it is then written)")
+            if not folder.is_dir():
                 print(f"writing {suite.benchmark} task {task!r} to {suite.data_root}"
                       " (first use)", flush=True)
                 ensure_twin_task(suite.benchmark, suite.data_root, task)
@@ -109,10 +151,21 @@ def check_inputs(suite: Any, runs: list[Any], deep: bool = False) -> None:
                                   sorted({r.seed for r in runs}), deep=deep)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
-    weights = suite.backbone["weights"]
-    if weights not in (None, "timm"):
-        from heartbench.backbones import check_weights_file
+    check_weights(suite)
 
+
+def check_weights(suite: Any) -> None:
+    """backbone.weights: a local file that fits the backbone, or timm's own weights, which
+    are fetched here (into the Hugging Face cache the workers read) rather than in each job."""
+    from heartbench.backbones import check_weights_file, fetch_timm_weights
+
+    weights = suite.backbone["weights"]
+    if weights == "timm":
+        try:
+            fetch_timm_weights(suite.backbone["name"], suite.backbone["kwargs"])
+        except UserError as err:
+            raise UserError(f"{suite.path}: backbone.weights = 'timm': {err}") from None
+    elif weights is not None:
         check_weights_file(Path(weights), suite.backbone["name"], suite.backbone["kwargs"])
 
 

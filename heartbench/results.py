@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from heartbench.errors import UserError
+from heartbench.errors import UserError, what_is
 
 SCHEMA = 1
 # Keys without which a record cannot be placed in a table or figure.
@@ -37,7 +37,7 @@ IGNORED_NAMES: frozenset[str] = frozenset({".gitkeep", ".gitignore"})
 # `heartbench status SUITE --archive-superseded`; kept, never read as results.
 SUPERSEDED_DIR = "superseded"
 IGNORED_DIRS: frozenset[str] = frozenset({".submitit", SUPERSEDED_DIR})
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 FRAME_COLUMNS: tuple[str, ...] = (
     "run_id", "suite", "benchmark", "task", "group", "shots", "method", "label", "seed",
@@ -47,7 +47,7 @@ FRAME_COLUMNS: tuple[str, ...] = (
 
 
 def _check_name(what: str, value: object) -> str:
-    if not isinstance(value, str) or not _SAFE_NAME.match(value) or value.endswith(".json"):
+    if not isinstance(value, str) or not SAFE_NAME.match(value) or value.endswith(".json"):
         raise UserError(
             f"record {what} {value!r} cannot be a file name; expected letters, digits, '.', '_', '-', '+'"
         )
@@ -218,7 +218,7 @@ def load_records(results_dir: str | Path) -> RecordSet:
     """Read every record under ``results_dir`` (any depth), never changing a file."""
     root = Path(results_dir)
     if not root.is_dir():
-        raise UserError(f"results directory {root} does not exist")
+        raise UserError(f"results directory {root} {what_is(root)}; expected a folder of records")
     records: list[dict] = []
     paths: list[Path] = []
     skipped: list[tuple[Path, str]] = []

@@ -16,16 +16,26 @@ import time
 from pathlib import Path
 from typing import Any
 
-from heartbench.processes import pid_alive
+from heartbench.errors import UserError
+from heartbench.processes import is_worker, process_start
 
 
 def select(runs: list[Any], patterns: list[str] | None) -> list[Any]:
+    """The runs whose task, method, label or run id matches one of ``patterns`` (globs); a
+    pattern that matches no run is a mistake (a typo would silently run nothing)."""
     if not patterns:
         return runs
-    def hit(run: Any) -> bool:
-        fields = (run.task, run.method, run.label, run.run_id)
-        return any(fnmatch.fnmatch(f, p) for p in patterns for f in fields)
-    return [r for r in runs if hit(r)]
+
+    def hit(run: Any, pattern: str) -> bool:
+        return any(fnmatch.fnmatch(f, pattern) for f in (run.task, run.method, run.label,
+                                                          run.run_id))
+    for pattern in patterns:
+        if not any(hit(r, pattern) for r in runs):
+            tasks = ", ".join(sorted({r.task for r in runs}))
+            labels = ", ".join(sorted({r.label for r in runs}))
+            raise UserError(f"--only {pattern!r} matches no run (by task, method, label or run"
+                            f" id); tasks: {tasks}; methods/labels: {labels}")
+    return [r for r in runs if any(hit(r, p) for p in patterns)]
 
 
 def read_record(results_dir: Path, run: Any, report: bool = False) -> dict[str, Any] | None:
@@ -86,18 +96,20 @@ TORN_CLAIM_AGE_S = 60.0
 class Claim:
     """An exclusive claim file per run; a claim whose holder died is taken over.
 
-    The file holds host, pid and Slurm job id. It appears complete or not at all: its content
-    is written to a temporary file, then hard-linked into place (the link fails if a claim
-    exists). It is stale when its process is gone (same host), when it belongs to this very
-    (requeued) Slurm job, or when it is older than ``max_age_s`` (another host: no job
-    outlives its time limit, and a requeued job writes a fresh claim), so a claim left by a
-    dead node is taken over eventually. A takeover happens under a second, equally atomic
+    The file holds host, pid, the process's start time and Slurm job id. It appears complete
+    or not at all: its content is written to a temporary file, then hard-linked into place
+    (the link fails if a claim exists). It is stale when it is older than ``max_age_s`` (no
+    job outlives its time limit, and a requeued job writes a fresh claim), when it belongs to
+    this very (requeued) Slurm job, or, on this host, when its pid is gone or is another
+    process (another program, or the pid reused), so a claim left by a dead node or process
+    is taken over eventually. A takeover happens under a second, equally atomic
     ``.takeover`` file, so two launches never both replace the same stale claim.
     """
 
     def __init__(self, path: Path, max_age_s: float = 25 * 3600) -> None:
         self.path, self.held, self.max_age_s = path, False, max_age_s
-        self.me = {"host": socket.gethostname(), "pid": os.getpid(), "job": _job_id()}
+        self.me = {"host": socket.gethostname(), "pid": os.getpid(), "job": _job_id(),
+                   "start": process_start(os.getpid())}
 
     def __enter__(self) -> Claim:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -139,9 +151,7 @@ class Claim:
             return not self.path.exists() or _age(self.path) > TORN_CLAIM_AGE_S
         if holder.get("job") and holder.get("job") == _job_id() and holder["job"] != "_":
             return True
-        if holder.get("host") == socket.gethostname():
-            return not pid_alive(int(holder.get("pid", -1)))
-        return _age(self.path) > self.max_age_s
+        return not _holder_live(holder, self.path, self.max_age_s)
 
     def __exit__(self, *exc: object) -> None:
         if self.held and _read_claim(self.path) == self.me:
@@ -153,9 +163,23 @@ def claim_holder(path: Path, max_age_s: float = 25 * 3600) -> dict[str, Any] | N
     holder = _read_claim(path)
     if holder is None:
         return None
-    if holder.get("host") == socket.gethostname():
-        return holder if pid_alive(int(holder.get("pid", -1))) else None
-    return holder if _age(path) <= max_age_s else None
+    return holder if _holder_live(holder, path, max_age_s) else None
+
+
+def _holder_live(holder: dict[str, Any], path: Path, max_age_s: float) -> bool:
+    """Whether the claim in ``path`` may still belong to a running worker: younger than a
+    job's time limit (no job outlives it; a requeued one writes a fresh claim) and, on this
+    host, naming the very process that wrote it (a live pid that is another program, or a
+    reused pid, holds nothing)."""
+    if _age(path) > max_age_s:
+        return False
+    if holder.get("host") != socket.gethostname():
+        return True  # another node: only the age can tell
+    try:
+        pid = int(holder.get("pid", -1))
+    except (TypeError, ValueError):
+        return False
+    return is_worker(pid, holder.get("start"))
 
 
 def _read_claim(path: Path) -> dict[str, Any] | None:

@@ -58,15 +58,31 @@ def read_launches(suite_dir: Path) -> dict[str, tuple[str, dict[str, Any]]]:
     """run id -> (executor, job entry) of the newest launch that submitted it."""
     held: dict[str, tuple[str, dict[str, Any]]] = {}
     folder = suite_dir / ".submitit" / LAUNCHES
-    for path in sorted(folder.glob("*.json"), key=lambda p: int(p.name.split("-")[0])):
+    for _, path in sorted(_launch_files(folder)):
         try:
             launch = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        for job in launch.get("jobs", []):
-            for run_id in job.get("runs", []):
-                held[run_id] = (launch.get("executor", "?"), job)
+        jobs = launch.get("jobs") if isinstance(launch, dict) else None
+        for job in jobs if isinstance(jobs, list) else []:
+            runs = job.get("runs") if isinstance(job, dict) else None
+            for run_id in runs if isinstance(runs, list) and "job" in job else []:
+                held[str(run_id)] = (str(launch.get("executor", "?")), job)
     return held
+
+
+def _launch_files(folder: Path) -> list[tuple[int, Path]]:
+    """(submission time, path) of the launch manifests :func:`write_launch` wrote; any other
+    file there is named once on stderr and left alone."""
+    found = []
+    for path in folder.glob("*.json"):
+        stamp = path.name.split("-")[0]
+        if stamp.isdigit():
+            found.append((int(stamp), path))
+        else:
+            print(f"note: ignored {path}: not a launch manifest (written by `run` as"
+                  " <time>-<job>.json)", file=sys.stderr)
+    return found
 
 
 # ---------------------------------------------------------------------------

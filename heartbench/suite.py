@@ -31,13 +31,14 @@ import itertools
 import json
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import tomllib
 
-from heartbench.errors import UserError, closest, one_of
+from heartbench.errors import UserError, closest, one_of, what_is
 
 EVAL_PROTOCOLS = ("last", "val", "best_of_test")
 EXECUTORS = ("auto", "local", "debug", "slurm")
@@ -156,14 +157,16 @@ class Suite:
 # ---------------------------------------------------------------------------
 def read_toml(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise UserError(f"suite file {path} does not exist")
+        raise UserError(f"suite file {path} {what_is(path)}; expected a TOML file")
     try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
+        # utf-8-sig: a byte-order mark some editors write is not part of the TOML.
+        return tomllib.loads(path.read_bytes().decode("utf-8-sig"))
     except tomllib.TOMLDecodeError as err:
         raise UserError(f"{path}: malformed TOML: {err}") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a UTF-8 text file") from None
+    except OSError as err:
+        raise UserError(f"suite file {path} cannot be read ({err.strerror})") from None
 
 
 def _check_table(path: Path, where: str, table: Any, schema: dict[str, Any]) -> None:
@@ -225,7 +228,7 @@ def _build(path: Path, raw: dict[str, Any], data_root: str | None) -> Suite:
         tasks_info = get_benchmark(benchmark)
     except UserError as err:
         raise UserError(f"{path}: suite.benchmark: {err}") from None
-    task_names = s.get("tasks", ["all"])
+    task_names = _task_list(path, "suite.tasks", s.get("tasks", ["all"]))
     if task_names == ["all"]:
         task_names = list(tasks_info)
     tasks = [_task(path, "suite.tasks", benchmark, t, resolve_task).name for t in task_names]
@@ -250,7 +253,7 @@ def _build(path: Path, raw: dict[str, Any], data_root: str | None) -> Suite:
     if launcher["executor"] not in EXECUTORS:
         raise UserError(f"{path}: launcher.executor: {one_of('executor', launcher['executor'], EXECUTORS)}")
     root = os.path.expandvars(os.path.expanduser(data_root or s["data_root"]))
-    suite = Suite(path=path, name=s.get("name", path.stem), description=s.get("description", ""),
+    suite = Suite(path=path, name=_suite_name(path, s), description=s.get("description", ""),
                   benchmark=benchmark, data_root=root, tasks=tasks, eval_protocol=protocol,
                   backbone=backbone, train=train, launcher=launcher,
                   data_command=s.get("data_command"))
@@ -258,7 +261,7 @@ def _build(path: Path, raw: dict[str, Any], data_root: str | None) -> Suite:
     for i, entry in enumerate(raw["methods"]):
         where = f"methods[{i}]"
         method_tasks = [_task(path, f"{where}.tasks", benchmark, t, resolve_task).name
-                        for t in entry.get("tasks", tasks)]
+                        for t in _task_list(path, f"{where}.tasks", entry.get("tasks", tasks))]
         method_seeds = _int_list(path, f"{where}.seeds", entry.get("seeds", seeds))
         method_train = {**train, **entry.get("train", {})}
         _check_table(path, f"{where}.train", entry.get("train", {}), SCHEMA["train"])
@@ -279,6 +282,19 @@ def _build(path: Path, raw: dict[str, Any], data_root: str | None) -> Suite:
                     suite.runs.append(_with_id(spec))
     _check_duplicates(path, suite.runs)
     return suite
+
+
+def _suite_name(path: Path, table: dict[str, Any]) -> str:
+    """suite.name, else the file's stem: the results folder's name, so a safe file name."""
+    from heartbench.results import SAFE_NAME
+
+    name = table.get("name", path.stem)
+    if not SAFE_NAME.match(name) or name.endswith(".json"):
+        where = "suite.name" if "name" in table else "suite.name (unset: the file's name)"
+        raise UserError(f"{path}: {where} {name!r} names the results folder; expected letters,"
+                        " digits, '.', '_', '-', '+' (no spaces), e.g. suite.name ="
+                        f" {re.sub(r'[^A-Za-z0-9._+-]+', '_', name).strip('._+-') or 'my_suite'!r}")
+    return name
 
 
 def _check_schedule(path: Path, where: str, name: str, config: dict[str, Any],
@@ -308,12 +324,24 @@ def _task(path: Path, where: str, benchmark: str, name: Any, resolve: Any) -> An
         raise UserError(f"{path}: {where}: {err}") from None
 
 
+# The largest seed every seeded generator takes (torch's: an unsigned 64-bit integer).
+MAX_SEED = 2**64 - 1
+
+
 def _int_list(path: Path, where: str, values: Any) -> list[int]:
     if not isinstance(values, list) or not values or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
-        raise UserError(f"{path}: {where} must be a non-empty list of non-negative integers,"
-                        f" got {values!r}")
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_SEED for v in values):
+        raise UserError(f"{path}: {where} must be a non-empty list of integers from 0 to"
+                        f" 2**64 - 1, got {values!r}")
     return list(values)
+
+
+def _task_list(path: Path, where: str, names: Any) -> list[Any]:
+    """A task list as written: a non-empty list (an empty one would plan no runs at all)."""
+    if not isinstance(names, list) or not names:
+        raise UserError(f"{path}: {where} must be a non-empty list of task names, got {names!r}"
+                        " (leave the key out for every task)")
+    return names
 
 
 def _check_train(path: Path, where: str, train: dict[str, Any]) -> None:

@@ -166,7 +166,7 @@ CASES = [
                            "Truncated"], text=VALID, data="corrupt"),
     # -- the results directory ----------------------------------------------------------------
     Case("results-not-writable", ["results directory {case}/afile/results is not writable",
-                                  "Not a directory"], text=VALID, results="afile/results"),
+                                  "is a file, not a folder"], text=VALID, results="afile/results"),
 ]
 
 if not __import__("torch").cuda.is_available():  # the case needs a machine without CUDA

@@ -591,6 +591,35 @@ def test_signal_to_launcher_stops_workers_at_a_safe_point_and_rerun_resumes(
     assert leftovers(folder) == []
 
 
+@pytest.mark.slow
+def test_ctrl_c_to_the_process_group_prints_no_traceback(tmp_path: Path, synth_root: Path
+                                                         ) -> None:
+    """Ctrl-C in a terminal signals the whole process group (launcher, submitit's controller,
+    worker): `run` says "interrupted" and exits 130 with no traceback anywhere, and the
+    worker stopped at a safe point. submitit's controller once died of the SIGINT with a
+    KeyboardInterrupt traceback."""
+    from heartbench.suite import load_suite
+
+    suite = write_suite(tmp_path, LONG, name="ctrlc", data=synth_root)
+    run_id = load_suite(suite).runs[0].run_id
+    results = tmp_path / "results"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "heartbench", "run", str(suite), "--executor", "local",
+         "--results-dir", str(results)], cwd=REPO, env=ENV, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True)  # its own group, as a shell's job
+    proc.results = results  # type: ignore[attr-defined]
+    worker = stop_after_two_checkpoints(proc, results / "ctrlc", run_id,
+                                        lambda: submitit_worker(proc))
+    os.killpg(proc.pid, signal.SIGINT)
+    os.kill(worker, signal.SIGCONT)
+    rc, out, err = finish(proc)
+    assert rc == 130, out + err
+    assert "interrupted:" in err and "Traceback" not in out + err, err
+    log = job_logs(results)
+    assert "stopping at a safe point" in log and "Traceback" not in log, log
+    assert not (results / "ctrlc" / f"{run_id}.claim").exists()
+
+
 # ---------------------------------------------------------------------------
 # Claims are taken atomically
 # ---------------------------------------------------------------------------

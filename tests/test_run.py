@@ -400,6 +400,7 @@ def test_progress_shows_the_epoch_a_running_run_has_reached(tmp_path: Path) -> N
 
     import torch
 
+    from heartbench.processes import process_start
     from heartbench.status import Progress, run_states
     from heartbench.suite import load_suite
     from heartbench.train import _cleanup, save_checkpoint
@@ -409,7 +410,8 @@ def test_progress_shows_the_epoch_a_running_run_has_reached(tmp_path: Path) -> N
     out = tmp_path / "results" / run.suite
     out.mkdir(parents=True)
     (out / f"{run.run_id}.claim").write_text(json.dumps(
-        {"host": socket.gethostname(), "pid": os.getpid(), "job": "_"}))
+        {"host": socket.gethostname(), "pid": os.getpid(), "job": "_",
+         "start": process_start(os.getpid())}))
     ckpt = out / f"{run.run_id}.final.ckpt"
     save_checkpoint(ckpt, {"epoch": 1, "model": {"w": torch.zeros(1)}})  # epochs 0 and 1 done
     states = run_states(tmp_path / "results", [run])

@@ -24,6 +24,7 @@ that lacks the key with it, so an old record reruns as it ran, never with the ne
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -68,6 +69,8 @@ class MethodConfig:
                     f"{where}: unknown key {key!r}{closest(key, known)}; allowed: {', '.join(known)}"
                 )
             _check_type(where, key, value, known[key].default)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise UserError(f"{where}: key {key!r} must be a finite number, got {value}")
         try:
             return cls(**values)
         except UserError as err:

@@ -183,6 +183,24 @@ def main(args: argparse.Namespace) -> int:
         return SIGTERM_EXIT
 
 
+def _check_out(args: argparse.Namespace) -> None:
+    """Before anything is generated: --seed a seed numpy takes, --out a folder that can be
+    made or written (nothing is made here), --size at least 8."""
+    from pathlib import Path
+
+    from heartbench.preflight import check_writable
+
+    if args.seed < 0:
+        raise UserError(f"--seed {args.seed} is negative; expected an integer >= 0")
+    if getattr(args, "size", None) is not None and args.size < 8:
+        raise UserError(f"--size {args.size} is too small; expected at least 8 pixels")
+    check_writable(Path(args.out), create=False, what="--out")
+
+
+def _size(args: argparse.Namespace, default: int) -> int:
+    return default if args.size is None else args.size
+
+
 def _write(what: str, args: argparse.Namespace) -> int:
     """The writing commands: synth (and --full-size), vtab-mini, fewshot-mini, prepare."""
     if what == "prepare":
@@ -203,23 +221,20 @@ def _write(what: str, args: argparse.Namespace) -> int:
 
         return tqdm(items, desc=what, unit="task", file=sys.stderr)
 
+    _check_out(args)
     start = time.perf_counter()
     if what == "synth" and args.full_size:
         from heartbench.data.rehearsal import write_fullsize
 
-        size = args.size or 224
-        if size < 8:
-            raise UserError(f"--size {size} is too small; expected at least 8 pixels")
-        summary = write_fullsize(args.out, _names(args.tasks) or [], seed=args.seed, size=size,
+        summary = write_fullsize(args.out, _names(args.tasks) or [], seed=args.seed,
+                                 size=_size(args, 224),
                                  max_test=args.max_test, progress=progress)
         bench = "vtab1k"
     elif what == "synth":
         from heartbench.data.synth import write_synth
 
-        size = args.size or 32
-        if size < 8:
-            raise UserError(f"--size {size} is too small; expected at least 8 pixels")
-        summary = write_synth(args.out, seed=args.seed, size=size, tasks=_names(args.tasks))
+        summary = write_synth(args.out, seed=args.seed, size=_size(args, 32),
+                              tasks=_names(args.tasks))
         bench = "synth"
     elif what == "vtab-mini":
         from heartbench.data.twin import write_vtab_mini

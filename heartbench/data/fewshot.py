@@ -63,7 +63,7 @@ def _images_base(folder: Path, list_path: Path) -> Path:
     """``folder/images`` unless the list's first path exists only under ``folder`` itself."""
     images = folder / "images"
     if list_path.is_file():
-        with open(list_path, encoding="utf-8") as fh:
+        with open(list_path, encoding="utf-8-sig", errors="replace") as fh:
             first = next((line.strip() for line in fh if line.strip()), "")
         rel = first.rsplit(maxsplit=1)[0] if first else ""
         if rel and not (images / rel).exists() and (folder / rel).exists():

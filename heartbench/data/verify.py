@@ -69,7 +69,7 @@ def read_entries(path: Path, num_classes: int, check: TaskCheck) -> list[Entry] 
         return None
     entries: list[Entry] = []
     bad: dict[str, tuple[int, str]] = {}  # kind -> (count, first occurrence)
-    with open(path, encoding="utf-8", errors="replace") as fh:
+    with open(path, encoding="utf-8-sig", errors="replace") as fh:
         for lineno, raw in enumerate(fh, 1):
             line = raw.strip()
             if not line:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -55,34 +55,47 @@ def parse_list(
     if not list_path.is_file():
         raise MissingData(f"missing list file {list_path}; expected {expected}")
     samples: list[tuple[Path, int]] = []
-    with open(list_path, encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            line = raw.strip()
-            if not line:
-                continue
-            # rsplit: file names may contain spaces, the label never does.
-            parts = line.rsplit(maxsplit=1)
-            if len(parts) != 2:
-                raise UserError(
-                    f"{list_path} line {lineno}: {line!r} has no label; expected {expected}"
-                )
-            rel, label_text = parts
-            try:
-                label = int(label_text)
-            except ValueError:
-                raise UserError(
-                    f"{list_path} line {lineno}: label {label_text!r} is not an integer;"
-                    f" expected {expected}"
-                ) from None
-            if not 0 <= label < num_classes:
-                raise UserError(
-                    f"{list_path} line {lineno}: label {label} outside [0, {num_classes})"
-                    f" for a task with {num_classes} classes"
-                )
-            samples.append((base / rel, label))
+    for lineno, raw in list_lines(list_path, expected):
+        line = raw.strip()
+        if not line:
+            continue
+        # rsplit: file names may contain spaces, the label never does.
+        parts = line.rsplit(maxsplit=1)
+        if len(parts) != 2:
+            raise UserError(
+                f"{list_path} line {lineno}: {line!r} has no label; expected {expected}"
+            )
+        rel, label_text = parts
+        try:
+            label = int(label_text)
+        except ValueError:
+            raise UserError(
+                f"{list_path} line {lineno}: label {label_text!r} is not an integer;"
+                f" expected {expected}"
+            ) from None
+        if not 0 <= label < num_classes:
+            raise UserError(
+                f"{list_path} line {lineno}: label {label} outside [0, {num_classes})"
+                f" for a task with {num_classes} classes"
+            )
+        samples.append((base / rel, label))
     if not samples:
         raise UserError(f"list file {list_path} is empty; expected {expected}")
     return samples
+
+
+def list_lines(list_path: Path, expected: str) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a list file: UTF-8, a leading byte-order mark dropped; a line
+    that is not UTF-8 is a one-line UserError naming it."""
+    with open(list_path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                raise UserError(f"{list_path} line {lineno}: not UTF-8 text (byte"
+                                f" {raw[err.start]:#04x} at column {err.start + 1});"
+                                f" expected {expected}") from None
+            yield lineno, text
 
 
 def check_files_exist(samples: list[tuple[Path, int]], list_path: Path) -> None:

@@ -14,7 +14,7 @@ import io
 import os
 from pathlib import Path
 
-from heartbench.errors import UserError
+from heartbench.errors import UserError, what_is
 from heartbench.report.select import KEPT_TWIN_BENCHMARKS
 
 SUMMARY_FILE = "twin_summary.csv"
@@ -55,12 +55,18 @@ def write(path: Path, records: list[dict]) -> int:
 
 
 def load(path: Path) -> dict[tuple[str, str], dict[str, str]]:
+    if not path.is_file():
+        raise UserError(f"twin summary {path} {what_is(path)}; expected the CSV file"
+                        " `python -m heartbench check --write-summary` writes")
     try:
         with path.open(newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))
-    except FileNotFoundError:
-        raise UserError(f"twin summary {path} does not exist (write it with "
-                        "`python -m heartbench check --write-summary`)") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"twin summary {path} is not UTF-8 text (byte {err.start}); expected"
+                        " the CSV file `python -m heartbench check --write-summary` writes"
+                        ) from None
+    except OSError as err:
+        raise UserError(f"twin summary {path} cannot be read ({err.strerror})") from None
     for index, row in enumerate(rows, start=2):
         missing = [f for f in FIELDS if not row.get(f)]
         if missing:
