@@ -480,7 +480,7 @@ class _SafeStop:
     holds every RNG state, so the resumed record equals an uninterrupted run's."""
 
     def __init__(self) -> None:
-        self.depth, self.pending = 0, False
+        self.depth, self.pending, self.stopping = 0, False, False
         self.saved: dict[int, Any] = {}
         self.patched: list[tuple[Any, str, Any]] = []
 
@@ -509,7 +509,11 @@ class _SafeStop:
     def _handler(self, signum: int, frame: Any) -> None:
         from heartbench.train import log
 
+        if self.stopping:  # Ctrl-C reaches the worker, then the launcher's SIGTERM: stop once
+            log(f"caught {signal.Signals(signum).name}: already stopping")
+            return
         log(f"caught {signal.Signals(signum).name}: stopping at a safe point")
+        self.stopping = True
         if self.depth:
             self.pending = True
         else:
