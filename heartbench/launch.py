@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from heartbench.errors import UserError, message
-from heartbench.runs import Claim, is_done, is_requeue_error, select
+from heartbench.runs import Claim, is_done, is_requeue_error, reuse_done, select
 
 # How often `run` looks at records, claims and the queue while it waits.
 POLL_S = {"local": 1.0, "slurm": 3.0}
@@ -71,6 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from heartbench import slurm
     from heartbench.content import with_content
     from heartbench.preflight import check_device, check_inputs, check_results, check_writable
     from heartbench.suite import load_suite
@@ -98,11 +99,15 @@ def main(args: argparse.Namespace) -> int:
     check_device(suite, runs, executor)
     runs = with_content(suite, runs)  # data fingerprint and weights hash, for is_done
     todo = [r for r in runs if args.force or not is_done(results_dir, r, report=True)]
-    print(f"{suite.name}: {len(runs)} runs, {len(runs) - len(todo)} already done,"
-          f" {len(todo)} to run")
+    reused = {} if args.force else reuse_done(results_dir, todo)  # done by another suite
+    todo = [r for r in todo if r.run_id not in reused]
+    sources = ", ".join(sorted(set(reused.values())))
+    print(f"{suite.name}: {len(runs)} runs, {len(runs) - len(todo) - len(reused)} already done,"
+          + (f" {len(reused)} reused from {sources} (same run id; records copied),"
+             if reused else "") + f" {len(todo)} to run")
     if not todo:
         return 0
-    request = slurm_request(suite, todo) if executor == "slurm" else None
+    request = slurm.task_request(suite, todo) if executor == "slurm" else None
     made = [p for p in (results_dir, *results_dir.parents) if not p.exists()]
     check_writable(results_dir)
     try:
@@ -146,24 +151,6 @@ def resolve_executor(name: str) -> str:
         raise UserError(f"executor {name}: no Slurm controller answers ({problem}); start it,"
                         " or pass --executor local")
     return "slurm"
-
-
-def slurm_request(suite: Any, todo: list[Any]) -> dict[str, Any]:
-    """The per-task request, checked against the cluster's nodes before anything is submitted."""
-    from heartbench import slurm
-
-    devices = {r.train["device"] for r in todo}
-    device = "cuda" if "cuda" in devices else ("auto" if "auto" in devices else "cpu")
-    request = slurm.resolve_request(suite.launcher, device, len(todo), slurm.nodes())
-    if "jobs" in suite.launcher:
-        print(f"note: launcher.jobs = {suite.launcher['jobs']} applies to local runs only;"
-              " on Slurm launcher.runs_per_task and array_parallelism apply")
-    tasks = -(-len(todo) // request["runs_per_task"])
-    print(f"slurm: {tasks} array task(s) of up to {request['runs_per_task']} runs"
-          f" (launcher.runs_per_task), each {request['cpus_per_task']} CPUs,"
-          f" {request['mem_gb']} GB, {request['gpus_per_node']} GPUs,"
-          f" {request['timeout_min']} min, partition {request['partition']}")
-    return request
 
 
 def print_plan(suite: Any, runs: list[Any], seconds: float) -> None:

@@ -75,6 +75,81 @@ def is_done(results_dir: Path, run: Any, report: bool = False) -> bool:
     return stale is None
 
 
+def reuse_done(results_dir: Path, runs: list[Any]) -> dict[str, str]:
+    """Give each of ``runs`` (not done in its own suite) the done record another suite's
+    folder holds for the same run id; run id -> the suite it came from.
+
+    The run id hashes everything that changes a result, not the suite, so such a record is
+    this run's result. It is copied, not linked: the copy is this suite's record (its
+    ``suite``, ``label`` and ``grid`` as this suite plans the run, ``reused_from`` naming the
+    source), so it stays valid when the source is archived, deleted or checked out on a file
+    system without links, and no reader sees one record under two suites. The adapter is
+    hard-linked where the file system allows (same bytes, no extra space), else copied.
+    """
+    reused: dict[str, str] = {}
+    for run in runs:
+        source = _done_elsewhere(results_dir, run)
+        if source is None:
+            continue
+        claim_file = results_dir / run.suite / f"{run.run_id}.claim"
+        with Claim(claim_file) as claim:  # no worker of another launch trains it meanwhile
+            if claim.held and not is_done(results_dir, run):
+                _copy_record(results_dir, run, source)
+                reused[run.run_id] = source
+    return reused
+
+
+def _done_elsewhere(results_dir: Path, run: Any) -> str | None:
+    """The first other suite (by name) whose folder holds a done, verified record of
+    ``run``'s id from the same data and weights."""
+    from heartbench.results import IGNORED_DIRS, record_path
+
+    try:
+        folders = sorted(p for p in results_dir.iterdir() if p.is_dir())
+    except OSError:
+        return None
+    for folder in folders:
+        if folder.name in (run.suite, *IGNORED_DIRS) or not record_path(
+                results_dir, folder.name, run.run_id).is_file():
+            continue
+        other = _in_suite(run, folder.name)
+        record = read_record(results_dir, other)
+        if record is not None and record["run_id"] == run.run_id and is_done(results_dir, other):
+            return folder.name
+    return None
+
+
+def _copy_record(results_dir: Path, run: Any, source: str) -> None:
+    """The adapter (linked or copied, atomically), then the record: its existence says done."""
+    import shutil
+
+    from heartbench.results import write_record
+
+    record = read_record(results_dir, _in_suite(run, source))
+    assert record is not None
+    adapter = (record.get("adapter") or {}).get("file")
+    if adapter:
+        src, dst = results_dir / source / adapter, results_dir / run.suite / adapter
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+        try:
+            os.link(src, tmp)
+        except OSError:  # another file system, or none with links
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    copy = {**record, "suite": run.suite, "label": run.label, "grid": run.grid,
+            "reused_from": {"suite": source,
+                            "record": f"{source}/{run.run_id}.json",
+                            "label": record["label"]}}
+    write_record(results_dir, copy, overwrite=True)
+
+
+def _in_suite(run: Any, suite: str) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(run, suite=suite)
+
+
 def is_requeue_error(err: Exception) -> bool:
     """submitit's own signal handling failing inside a run (``scontrol requeue`` killed,
     "timed-out too many times"): the job's business, not a crash of this run."""

@@ -166,3 +166,19 @@ def queue(job_ids: list[str]) -> dict[str, tuple[str, str]] | None:
 def cancel(job_ids: list[str]) -> None:
     if job_ids:
         _call(["scancel", *job_ids])
+
+
+def task_request(suite: Any, todo: list[Any]) -> dict[str, Any]:
+    """The per-task request, checked against the cluster's nodes before anything is submitted."""
+    devices = {r.train["device"] for r in todo}
+    device = "cuda" if "cuda" in devices else ("auto" if "auto" in devices else "cpu")
+    request = resolve_request(suite.launcher, device, len(todo), nodes())
+    if "jobs" in suite.launcher:
+        print(f"note: launcher.jobs = {suite.launcher['jobs']} applies to local runs only;"
+              " on Slurm launcher.runs_per_task and array_parallelism apply")
+    tasks = -(-len(todo) // request["runs_per_task"])
+    print(f"slurm: {tasks} array task(s) of up to {request['runs_per_task']} runs"
+          f" (launcher.runs_per_task), each {request['cpus_per_task']} CPUs,"
+          f" {request['mem_gb']} GB, {request['gpus_per_node']} GPUs,"
+          f" {request['timeout_min']} min, partition {request['partition']}")
+    return request

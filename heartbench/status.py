@@ -176,7 +176,9 @@ def run_states(results_dir: Path, runs: list[Any],
             error = record.get("error") or {}
             stale = stale_reason(record, run)
             if record["status"] == "done":  # stale: `run` would train it again
-                states[run.run_id] = RunState("stale", stale) if stale else RunState("done")
+                source = (record.get("reused_from") or {}).get("suite")
+                states[run.run_id] = RunState("stale", stale) if stale else RunState(
+                    "done", f"from {source}" if source else "")
             else:
                 states[run.run_id] = RunState(
                     "failed", f"epoch {error.get('epoch')}: {error.get('reason')}")
@@ -339,8 +341,9 @@ def main(args: argparse.Namespace) -> int:
     for run in runs:
         st = states[run.run_id]
         counts[st.state] = counts.get(st.state, 0) + 1
+        shown = f"done ({st.reason})" if st.state == "done" and st.reason else st.state
         why = f"  {st.reason}" if st.reason and st.state != "done" else ""
-        print(f"{run.run_id}  {run.task:<22} {run.label:<18} {st.state}{why}")
+        print(f"{run.run_id}  {run.task:<22} {run.label:<18} {shown}{why}")
     print(f"{suite.name}: {len(runs)} runs: "
           + ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: -kv[1])))
     if args.archive_superseded:
