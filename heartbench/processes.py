@@ -11,7 +11,7 @@ def pid_alive(pid: int) -> bool:
         return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # OverflowError: no pid is that large
         return False
     except PermissionError:  # another user's process
         return True
@@ -36,7 +36,7 @@ def process_start(pid: int) -> float | None:
         return None
 
 
-def is_worker(pid: int, start: float | None) -> bool:
+def is_worker(pid: int, start: object) -> bool:
     """Whether ``pid`` is still the process that wrote a claim on this host: alive, not a
     zombie, and started at ``start`` (a reused pid starts later); for a claim that recorded
     no start time, a process whose command line is heartbench's or submitit's."""
@@ -49,7 +49,9 @@ def is_worker(pid: int, start: float | None) -> bool:
         if process.status() == psutil.STATUS_ZOMBIE:
             return False
         if start is not None:
-            return abs(process.create_time() - float(start)) <= START_TOLERANCE_S
+            if isinstance(start, bool) or not isinstance(start, (int, float)):
+                return False  # not a start time heartbench wrote: not its claim
+            return abs(process.create_time() - start) <= START_TOLERANCE_S
         command = " ".join(process.cmdline())
     except psutil.AccessDenied:  # another user's process: cannot tell, so it may be one
         return True

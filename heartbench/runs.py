@@ -101,22 +101,33 @@ def reuse_done(results_dir: Path, runs: list[Any]) -> dict[str, str]:
 
 def _done_elsewhere(results_dir: Path, run: Any) -> str | None:
     """The first other suite (by name) whose folder holds a done, verified record of
-    ``run``'s id from the same data and weights."""
-    from heartbench.results import IGNORED_DIRS, record_path
+    ``run``'s id from the same data and weights, with its adapter file when it lists one."""
+    from heartbench.results import IGNORED_DIRS, SAFE_NAME
 
     try:
         folders = sorted(p for p in results_dir.iterdir() if p.is_dir())
     except OSError:
         return None
     for folder in folders:
-        if folder.name in (run.suite, *IGNORED_DIRS) or not record_path(
-                results_dir, folder.name, run.run_id).is_file():
+        name = folder.name
+        if name in (run.suite, *IGNORED_DIRS) or not SAFE_NAME.match(name) \
+                or not (folder / f"{run.run_id}.json").is_file():
             continue
-        other = _in_suite(run, folder.name)
+        other = _in_suite(run, name)
         record = read_record(results_dir, other)
-        if record is not None and record["run_id"] == run.run_id and is_done(results_dir, other):
-            return folder.name
+        if record is not None and record["run_id"] == run.run_id \
+                and _adapter_there(folder, record) and is_done(results_dir, other):
+            return name
     return None
+
+
+def _adapter_there(folder: Path, record: dict[str, Any]) -> bool:
+    """The record lists no adapter, or one plain file name that is a file in ``folder``."""
+    adapter = record.get("adapter") or {}
+    name = adapter.get("file") if isinstance(adapter, dict) else None
+    if not name:
+        return True
+    return isinstance(name, str) and Path(name).name == name and (folder / name).is_file()
 
 
 def _copy_record(results_dir: Path, run: Any, source: str) -> None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from heartbench.errors import UserError
+from heartbench.errors import UserError, what_is
 from heartbench.processes import pid_alive
 
 LAUNCHES = "launches"  # under <results>/<suite>/.submitit/
@@ -322,7 +322,8 @@ def main(args: argparse.Namespace) -> int:
     runs = select(suite.runs, args.only)
     results_dir = Path(args.results_dir)
     if not results_dir.is_dir():
-        raise UserError(f"results directory {results_dir} does not exist")
+        raise UserError(f"results directory {results_dir} {what_is(results_dir)}; expected the"
+                        " folder `run --results-dir` wrote into")
     try:  # a done record whose data or weights changed since is "stale" (run redoes it)
         from heartbench.content import with_content
 

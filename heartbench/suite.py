@@ -286,9 +286,13 @@ def _build(path: Path, raw: dict[str, Any], data_root: str | None) -> Suite:
 
 def _suite_name(path: Path, table: dict[str, Any]) -> str:
     """suite.name, else the file's stem: the results folder's name, so a safe file name."""
-    from heartbench.results import SAFE_NAME
+    from heartbench.results import IGNORED_DIRS, SAFE_NAME
 
     name = table.get("name", path.stem)
+    if name in IGNORED_DIRS:
+        raise UserError(f"{path}: suite.name {name!r} is the name of a folder heartbench keeps"
+                        " beside the suites' results (its records would be read by nothing);"
+                        " choose another")
     if not SAFE_NAME.match(name) or name.endswith(".json"):
         where = "suite.name" if "name" in table else "suite.name (unset: the file's name)"
         raise UserError(f"{path}: {where} {name!r} names the results folder; expected letters,"

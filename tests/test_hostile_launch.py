@@ -487,3 +487,88 @@ def test_check_summary_that_is_not_a_csv_file(tmp_path: Path,
     expected = "is a folder" if case == "folder" else "not UTF-8"
     refused(capsys, ["check", "--results-dir", str(results), "--summary", str(summary)],
             str(summary), expected)
+
+
+# ---------------------------------------------------------------------------
+# Further hostile inputs (this session's own)
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("holder", [{"pid": 10**30}, {"pid": "abc"}, {"pid": None},
+                                    {"pid": "self", "start": "yesterday"}])
+def test_claims_with_nonsense_holders_are_taken(tmp_path: Path, holder: dict[str, object]
+                                                ) -> None:
+    from heartbench.runs import Claim, claim_holder
+
+    path = tmp_path / "run.claim"
+    write_claim(path, **{k: os.getpid() if v == "self" else v for k, v in holder.items()})
+    assert claim_holder(path) is None
+    with Claim(path) as claim:
+        assert claim.held
+
+
+def test_suite_named_like_a_folder_heartbench_keeps(tmp_path: Path, synth_root: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    suite = suite_file(tmp_path, synth_root, name="superseded")
+    refused(capsys, run_args(suite, tmp_path / "results", "--dry-run"), str(suite),
+            "suite.name 'superseded'")
+
+
+def test_a_folder_where_a_claim_belongs_is_refused(tmp_path: Path, synth_root: Path,
+                                                   capsys: pytest.CaptureFixture[str],
+                                                   no_submission: None) -> None:
+    from heartbench.suite import load_suite
+
+    suite = suite_file(tmp_path, synth_root)
+    (run,) = load_suite(suite).runs
+    claim = tmp_path / "results" / "mini" / f"{run.run_id}.claim"
+    claim.mkdir(parents=True)
+    refused(capsys, run_args(suite, tmp_path / "results"), str(claim), "is a folder", "claim")
+
+
+def test_status_results_dir_that_is_a_file(tmp_path: Path, synth_root: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    results = tmp_path / "results"
+    results.write_text("")
+    refused(capsys, ["status", str(suite_file(tmp_path, synth_root)), "--results-dir",
+                     str(results)], str(results), "is a file")
+
+
+def test_list_file_that_is_a_fifo_says_so(tmp_path: Path, synth_root: Path,
+                                          capsys: pytest.CaptureFixture[str],
+                                          no_submission: None) -> None:
+    data = copy_of(synth_root, tmp_path)
+    lst = data / "colors" / "test.txt"
+    lst.unlink()
+    os.mkfifo(lst)  # reading it would block: it must not be opened
+    refused(capsys, run_args(suite_file(tmp_path, data), tmp_path / "results"), str(lst),
+            "is a FIFO")
+
+
+def test_data_synth_never_replaces_a_file_where_a_task_goes(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "colors").write_text("my notes")
+    refused(capsys, ["data", "synth", "--out", str(out)], str(out / "colors"), "is a file")
+    assert (out / "colors").read_text() == "my notes"
+
+
+def test_reuse_skips_a_source_without_its_adapter_and_odd_folders(
+        tmp_path: Path, synth_root: Path) -> None:
+    """A done record elsewhere whose adapter file is gone is not a verified result; a
+    folder whose name no suite can have is not a suite: neither stops or feeds the reuse."""
+    from heartbench.runs import reuse_done
+    from heartbench.suite import load_suite
+    from heartbench.train import base_record
+
+    (spec,) = load_suite(suite_file(tmp_path, synth_root)).runs
+    results = tmp_path / "results"
+    record = {**base_record(spec), "status": "done", "metrics": {"test_acc": 50.0},
+              "adapter": {"file": f"{spec.run_id}.safetensors"}}
+    for folder in ("other", "my notes"):
+        (results / folder).mkdir(parents=True)
+        (results / folder / f"{spec.run_id}.json").write_text(
+            json.dumps({**record, "suite": folder}))
+    assert reuse_done(results, [spec]) == {}  # no adapter file beside the record
+    (results / "other" / f"{spec.run_id}.safetensors").write_bytes(b"weights")
+    assert reuse_done(results, [spec]) == {spec.run_id: "other"}
+    assert (results / "mini" / f"{spec.run_id}.safetensors").read_bytes() == b"weights"

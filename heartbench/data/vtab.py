@@ -20,7 +20,7 @@ from typing import Any
 from PIL import Image
 
 from heartbench.data.tasks import TaskInfo, get_benchmark, resolve_task
-from heartbench.errors import MissingData, UserError, one_of
+from heartbench.errors import MissingData, UserError, one_of, what_is
 
 VTAB_SPLITS: tuple[str, ...] = ("train800", "val200", "train800val200", "test")
 VTAB_LAYOUT = (
@@ -52,6 +52,8 @@ def parse_list(
     Raises a one-line UserError naming the file and line for a missing or bad label.
     ``expected`` describes the layout in the message.
     """
+    if list_path.exists() and not list_path.is_file():
+        raise UserError(f"list file {list_path} {what_is(list_path)}; expected {expected}")
     if not list_path.is_file():
         raise MissingData(f"missing list file {list_path}; expected {expected}")
     samples: list[tuple[Path, int]] = []

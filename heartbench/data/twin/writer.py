@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from heartbench.errors import UserError, what_is
 from heartbench.processes import pid_alive
 
 OWNER_FILE = ".writer.json"  # in the hidden folder, beside the task: never part of it
@@ -38,6 +39,10 @@ def task_folder(out: str | os.PathLike, name: str) -> Iterator[Path]:
     clean exit it becomes ``out/<name>`` (replacing an older copy only then), on an error
     or interrupt it is removed. Stale hidden folders of ``name`` are removed first."""
     out = Path(out)
+    final = out / name
+    if (final.exists() or final.is_symlink()) and not final.is_dir():
+        raise UserError(f"{final} {what_is(final)} where task {name!r} is written; expected"
+                        " its folder or nothing (move it away)")
     out.mkdir(parents=True, exist_ok=True)
     remove_stale(out, name)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=out))
