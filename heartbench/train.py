@@ -43,7 +43,7 @@ from heartbench.adapters import create_method, save_adapter
 from heartbench.adapters.base import Method
 from heartbench.backbones import Backbone, build_backbone
 from heartbench.errors import UserError
-from heartbench.suite import RunSpec
+from heartbench.suite import LEGACY_FEWSHOT_TRAIN, RunSpec
 
 T = TypeVar("T")
 VTAB_SPLITS = {"train": "train800val200", "search_train": "train800", "search_val": "val200",
@@ -543,12 +543,6 @@ def git_commit() -> str | None:
         return head + ("+dirty" if dirty.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-# Few-shot train keys of records stored before NOAH's recipe keys (suite.FEWSHOT_RECIPE):
-# ColorJitter 0.4, no erasing, no Mixup/CutMix, plain cross-entropy.
-LEGACY_FEWSHOT_TRAIN: dict[str, Any] = {"mixup": 0.0, "cutmix": 0.0, "label_smoothing": 0.0,
-                                        "reprob": 0.0, "color_jitter": 0.4}
 
 
 def spec_from_record(record: dict[str, Any]) -> RunSpec:

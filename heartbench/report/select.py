@@ -26,6 +26,7 @@ from heartbench.report.variants import (
     normalize_label,
     row_key,
 )
+from heartbench.suite import LEGACY_FEWSHOT_TRAIN, LEGACY_TRAIN, NON_RESULT_TRAIN_KEYS
 
 # The paper searches ne in {1, 3, 6} and falls back to ne = 0 where masking hurts (App. F.5).
 PAPER_NE: tuple[int, ...] = (0, 1, 3, 6)
@@ -72,17 +73,53 @@ def reported_match(row: ref.ReportedRow, key: str) -> bool:
 # ---------------------------------------------------------------------------
 # Aggregation over seeds and grid configurations
 # ---------------------------------------------------------------------------
+def run_setting(record: dict) -> dict[str, Any]:
+    """What every record of one measured row shares besides its label, variant and protocol:
+    the backbone (name, weights file and its sha256 where stored, drop-path rate, kwargs) and
+    every training setting that changes a result (``train`` less
+    :data:`heartbench.suite.NON_RESULT_TRAIN_KEYS`, completed with the values of keys added
+    after older records were stored). Flat, so a row name can say where two rows differ."""
+    backbone = record.get("backbone") or {}
+    content = record.get("content") if isinstance(record.get("content"), dict) else {}
+    train = dict(record.get("train") or {})
+    if record.get("shots") is not None:
+        train = {**LEGACY_FEWSHOT_TRAIN, **train}
+    train = {**LEGACY_TRAIN, **train}
+    setting: dict[str, Any] = {
+        "backbone": backbone.get("name"), "weights": backbone.get("weights"),
+        "weights sha256": content.get("weights"),
+        "drop_path_rate": backbone.get("drop_path_rate"),
+        "backbone kwargs": backbone.get("kwargs") or {},
+    }
+    setting.update({k: v for k, v in sorted(train.items()) if k not in NON_RESULT_TRAIN_KEYS})
+    return setting
+
+
+def setting_id(record: dict) -> str:
+    """:func:`run_setting` as one canonical string (a row's identity includes it)."""
+    return json.dumps(run_setting(record), sort_keys=True, default=str)
+
+
 def config_id(record: dict) -> str:
-    """One configuration: the grid point and the whole method config as stored, so records
-    that differ in any setting (a default changed between runs, a suite's variant) are never
-    averaged as seeds of one configuration. (Completing old records' configs with their
-    legacy values needs the method registry, hence torch; the stored dicts already differ,
-    since a record stores every key its code had.) A run that searched a grid on val200
-    (``search``) is one configuration whatever point it chose: the search, not the choice."""
+    """One configuration: everything a run's result depends on but its seed. The grid point
+    and the whole method config as stored (records that differ in any setting, a default
+    changed between runs or a suite's variant, are never averaged as seeds of one
+    configuration; completing old records' configs with their legacy values needs the method
+    registry, hence torch, and the stored dicts already differ, since a record stores every
+    key its code had), the run setting (:func:`run_setting`: backbone, weights, training
+    settings), the data (benchmark, task, shots, classes, the data's fingerprint where
+    stored) and the eval protocol. A run that searched a grid on val200 (``search``) is one
+    configuration whatever point it chose: the search, not the choice."""
     search = record.get("search") or {}
     config = {k: v for k, v in (record.get("method_config") or {}).items() if k not in search}
+    content = record.get("content") if isinstance(record.get("content"), dict) else {}
+    data = {"benchmark": record.get("benchmark"), "task": record.get("task"),
+            "shots": record.get("shots"), "num_classes": record.get("num_classes"),
+            "fingerprint": content.get("data")}
     return json.dumps({"grid": record.get("grid") or {}, "search": search,
-                       "method_config": config}, sort_keys=True, default=str)
+                       "method_config": config, "setting": run_setting(record), "data": data,
+                       "protocol": record.get("eval_protocol"), "method": record.get("method")},
+                      sort_keys=True, default=str)
 
 
 def test_acc(record: dict) -> float | None:
