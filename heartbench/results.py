@@ -11,6 +11,7 @@ No torch here: ``tables``, ``check`` and the light regression env import this mo
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tempfile
@@ -148,12 +149,55 @@ def validate_record(record: Any) -> str | None:
         return f"unknown status {record['status']!r}; expected one of: {', '.join(STATUSES)}"
     if not isinstance(record["metrics"], dict) or "test_acc" not in record["metrics"]:
         return "metrics is not an object with test_acc"
+    problem = value_problem(record)
+    if problem is not None:
+        return problem
     for key in ("grid", "method_config", "adapter", "backbone", "heart"):
         if record.get(key) is not None and not isinstance(record[key], dict):
             return f"{key} is not an object"
     for key in ("run_id", "suite", "benchmark", "task", "method", "label"):
         if not isinstance(record[key], str) or not record[key]:
             return f"{key} is not a non-empty string"
+    return None
+
+
+# Accuracies are percentages; a value outside this range is not a result (a unit slip, a
+# hand edit, a broken writer) and must never reach a table or figure.
+ACCURACY_RANGE: tuple[float, float] = (0.0, 100.0)
+ACCURACY_KEYS: tuple[str, ...] = ("test_acc", "val_acc", "final_test_acc")
+
+
+def _bad_accuracy(value: Any) -> str | None:
+    low, high = ACCURACY_RANGE
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{value!r} (a {type(value).__name__})"
+    if not math.isfinite(value) or not low <= value <= high:
+        return f"{value!r}"
+    return None
+
+
+def value_problem(record: dict) -> str | None:
+    """Why the values of a record that has the required keys cannot be shown, or None: a done
+    record needs a finite ``metrics.test_acc`` in [0, 100]; any accuracy stored (test, val,
+    final) must be one; sizes must be finite and >= 0. Failed records keep nulls."""
+    metrics = record["metrics"]
+    low, high = ACCURACY_RANGE
+    for key in ACCURACY_KEYS:
+        value = metrics.get(key)
+        if value is None and (key != "test_acc" or record["status"] != "done"):
+            continue
+        bad = _bad_accuracy(value)
+        if bad is not None:
+            return (f"metrics.{key} is {bad}; expected a finite accuracy in "
+                    f"[{low:g}, {high:g}] (percent)")
+    adapter = record.get("adapter") or {}
+    for key in ("stored_bytes", "head_bytes", "trainable_params"):
+        value = adapter.get(key) if isinstance(adapter, dict) else None
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                not math.isfinite(value) or value < 0:
+            return f"adapter.{key} is {value!r}; expected a number >= 0"
     return None
 
 

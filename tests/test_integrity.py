@@ -12,6 +12,8 @@ import math
 import statistics
 from pathlib import Path
 
+import pytest
+
 from heartbench.report import stats
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,3 +100,83 @@ def test_caption_seed_statement_is_true_for_every_cell():
                 # every record of a cell has the same everything-but-the-seed
                 assert len({json.dumps({**r["train"], "b": r["backbone"]}, sort_keys=True)
                             for r in cell.records}) == 1
+
+
+# ---------------------------------------------------------------------------
+# 4. Record values validated before they reach a table or figure
+# ---------------------------------------------------------------------------
+BAD_ACCURACIES = [float("nan"), float("inf"), -float("inf"), 1e9, -0.5, 100.01, "70", True]
+
+
+def write_json(folder: Path, rec: dict) -> Path:
+    """A record file as a hand edit or a broken writer would leave it (NaN allowed)."""
+    path = folder / rec["suite"] / f"{rec['run_id']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rec))
+    return path
+
+
+@pytest.mark.parametrize("bad", BAD_ACCURACIES, ids=repr)
+def test_invalid_accuracy_is_skipped_by_name(tmp_path, bad):
+    from heartbench.results import load_records
+
+    good = record(acc=50.0, seed=1)
+    broken = record(acc=bad)
+    write_json(tmp_path, good)
+    path = write_json(tmp_path, broken)
+    loaded = load_records(tmp_path)
+    assert [r["run_id"] for r in loaded.records] == [good["run_id"]]
+    assert [p for p, _ in loaded.skipped] == [path]
+    assert "metrics.test_acc" in loaded.skipped[0][1] and "[0, 100]" in loaded.skipped[0][1]
+
+
+def test_invalid_val_acc_and_size_are_skipped(tmp_path):
+    from heartbench.results import load_records
+
+    val = record(extra={"metrics": {"test_acc": 50.0, "val_acc": float("nan")}})
+    size = record(seed=1)
+    size["adapter"]["stored_bytes"] = -3
+    write_json(tmp_path, val)
+    write_json(tmp_path, size)
+    reasons = sorted(r for _, r in load_records(tmp_path).skipped)
+    assert len(reasons) == 2 and "adapter.stored_bytes" in reasons[0]
+    assert "metrics.val_acc" in reasons[1]
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "heartbench", *argv], capture_output=True,
+                          text=True, cwd=ROOT, timeout=300)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.mark.parametrize("bad", [float("nan"), 1e9])
+def test_tables_names_a_bad_record_and_writes_nothing(tmp_path, bad):
+    results = tmp_path / "res"
+    write_json(results, record(acc=50.0, seed=1))
+    path = write_json(results, record(acc=bad))
+    out = tmp_path / "out"
+    code, stdout, stderr = run_cli("tables", "--results-dir", str(results), "--out", str(out),
+                                   "--pdf", "skip", "--no-figures")
+    assert code == 1, stderr
+    assert "Traceback" not in stderr
+    lines = [line for line in stdout.splitlines() if str(path) in line]
+    assert len(lines) == 1 and "metrics.test_acc" in lines[0]
+    assert not out.exists()
+    # Told to skip it: the table shows the good record only, never the bad value.
+    code, stdout, stderr = run_cli("tables", "--results-dir", str(results), "--out", str(out),
+                                   "--pdf", "skip", "--no-figures", "--skip-invalid")
+    assert code == 0, stderr
+    text = (out / "table1_vtab_mini.tex").read_text()
+    assert "50.0" in text and "500000" not in text and "nan" not in text.lower()
+
+
+def test_check_fails_on_a_nan_record(tmp_path):
+    results = tmp_path / "res"
+    path = write_json(results, record(acc=float("nan")))
+    code, stdout, stderr = run_cli("check", "--results-dir", str(results), "--reproduce", "0",
+                                   "--summary", "none")
+    assert code == 1 and "Traceback" not in stderr
+    assert [line for line in stdout.splitlines() if str(path) in line and "FAIL" in line]
