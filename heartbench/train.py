@@ -50,13 +50,17 @@ VTAB_SPLITS = {"train": "train800val200", "search_train": "train800", "search_va
                "test": "test"}
 
 
-class Diverged(Exception):
-    """The loss became NaN or infinite."""
+class RunFailed(Exception):
+    """The run trained but is not a result: it is stored as failed, with this reason."""
 
     def __init__(self, epoch: int, reason: str, history: list[dict[str, Any]] | None = None
                  ) -> None:
         super().__init__(f"epoch {epoch}: {reason}")
         self.epoch, self.reason, self.history = epoch, reason, list(history or [])
+
+
+class Diverged(RunFailed):
+    """The loss, the trained weights or the model's outputs became NaN or infinite."""
 
 
 def log(message: str) -> None:
@@ -415,7 +419,10 @@ def execute(spec: RunSpec, results_dir: str | Path, progress: bool = False,
         if spec.eval_protocol == "val":
             config, selection = select_on_val(spec, out_dir, progress)
         result = (phase or train_phase)(spec, config, "train", "test", ckpt, progress)
-    except Diverged as err:
+        problem = result_problem(result)
+        if problem is not None:
+            raise RunFailed(spec.train["epochs"], problem, result["history"])
+    except RunFailed as err:
         # metrics stays an object (with test_acc null) so that readers accept the record.
         record.update(status="failed", error={"epoch": err.epoch, "reason": err.reason},
                       metrics={"test_acc": None, "val_acc": None, "history": err.history},
@@ -443,6 +450,37 @@ def execute(spec: RunSpec, results_dir: str | Path, progress: bool = False,
     guarded_write(record_file, lambda: write_record(results_dir, record, overwrite=True))
     _cleanup(out_dir, spec.run_id)
     return record
+
+
+@torch.no_grad()
+def result_problem(result: dict[str, Any]) -> str | None:
+    """Why a finished training is not a result, or None: a trained tensor that is not finite
+    after the last step (the loss is checked before each step, not after the last one), the
+    model's outputs not finite on a fixed input (weights finite but so large that the
+    forward overflows), or a method not in the state its config promises
+    (:meth:`Method.unfulfilled`, e.g. a Heart-LoRA mask never applied)."""
+    backbone, method = result["backbone"], result["method"]
+    trained = {id(p) for p in method.trainable_parameters() + backbone.head_parameters()}
+    bad = [name for name, p in backbone.model.named_parameters()
+           if id(p) in trained and not bool(torch.isfinite(p).all())]
+    if bad:
+        return (f"{len(bad)} trained tensor(s) are not finite after the last step ({bad[0]}"
+                f"{', ...' if len(bad) > 1 else ''}): the training diverged")
+    model = backbone.model
+    training = model.training
+    model.eval()
+    try:
+        side = backbone.input_size
+        chans = int(getattr(getattr(model, "patch_embed", None), "proj", None).in_channels
+                    if hasattr(getattr(model, "patch_embed", None), "proj") else 3)
+        device = next(model.parameters()).device
+        out = model(torch.zeros((1, chans, side, side), device=device))
+    finally:
+        model.train(training)
+    if not bool(torch.isfinite(out).all()):
+        return ("the trained model's outputs are not finite (its weights overflow the forward"
+                " pass): the training diverged")
+    return method.unfulfilled()
 
 
 def guarded_write(path: Path, write: Callable[[], T]) -> T:

@@ -180,3 +180,119 @@ def test_check_fails_on_a_nan_record(tmp_path):
                                    "--summary", "none")
     assert code == 1 and "Traceback" not in stderr
     assert [line for line in stdout.splitlines() if str(path) in line and "FAIL" in line]
+
+
+# ---------------------------------------------------------------------------
+# 3. A run is stored done only if it is a result
+# ---------------------------------------------------------------------------
+SUITE = """
+[suite]
+name = "{name}"
+benchmark = "synth"
+data_root = "{data}"
+tasks = ["colors"]
+seeds = [0]
+
+[backbone]
+name = "vit_test"
+
+[train]
+epochs = {epochs}
+warmup_epochs = {warmup}
+batch_size = 16
+lr = {lr}
+max_train_batches = {batches}
+
+[[methods]]
+name = "{method}"
+config = {config}
+"""
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from heartbench.data.synth import write_synth
+
+    root = tmp_path_factory.mktemp("synth")
+    write_synth(root)
+    return root
+
+
+@pytest.fixture
+def one_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def plan(folder: Path, data: Path, name: str = "integ", epochs: int = 1, warmup: int = 0,
+         lr: str = "5e-3", batches: int = 1, method: str = "lora",
+         config: str = "{ rank = 4 }") -> Path:
+    path = folder / f"{name}.toml"
+    path.write_text(SUITE.format(name=name, data=data, epochs=epochs, warmup=warmup, lr=lr,
+                                 batches=batches, method=method, config=config))
+    return path
+
+
+def test_a_last_step_that_diverges_fails_the_run(tmp_path, synth_root, one_thread):
+    """The issue's case: one step at lr 1e30 leaves finite loss history but a broken adapter."""
+    from heartbench.suite import load_suite
+    from heartbench.train import execute
+
+    spec = load_suite(plan(tmp_path, synth_root, lr="1e30")).runs[0]
+    record = execute(spec, tmp_path / "res")
+    assert record["status"] == "failed", record["metrics"]
+    assert "diverged" in record["error"]["reason"]
+    assert record["metrics"]["test_acc"] is None
+    assert not (tmp_path / "res" / "integ" / f"{spec.run_id}.safetensors").exists()
+
+
+def test_a_healthy_run_is_still_done(tmp_path, synth_root, one_thread):
+    from heartbench.suite import load_suite
+    from heartbench.train import execute
+
+    spec = load_suite(plan(tmp_path, synth_root)).runs[0]
+    assert execute(spec, tmp_path / "res")["status"] == "done"
+
+
+def test_heart_lora_mask_after_the_last_epoch_is_refused_at_planning(tmp_path, synth_root):
+    from heartbench.errors import UserError
+    from heartbench.suite import load_suite
+
+    path = plan(tmp_path, synth_root, epochs=3, warmup=1, method="heart_lora",
+                config="{ rank = 4, ne = 2, mask_epoch = 10 }")
+    with pytest.raises(UserError) as err:
+        load_suite(path)
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message
+    assert "mask_epoch = 10" in message and "train.epochs = 3" in message
+    # mask_epoch = -1 masks after the warm-up: a warm-up as long as the run is refused too.
+    path = plan(tmp_path, synth_root, epochs=2, warmup=2, method="heart_lora",
+                config="{ rank = 4, ne = 2 }")
+    with pytest.raises(UserError, match="train.warmup_epochs"):
+        load_suite(path)
+    # ne = 0 promises no mask: accepted.
+    load_suite(plan(tmp_path, synth_root, epochs=3, warmup=1, method="heart_lora",
+                    config="{ rank = 4, ne = 0, mask_epoch = 10 }"))
+
+
+def test_heart_lora_that_never_masked_fails_at_the_end(tmp_path, synth_root, one_thread):
+    """Past planning (a spec built by hand, an old pickled job): the trainer itself fails it."""
+    from dataclasses import replace
+
+    from heartbench.suite import load_suite
+    from heartbench.train import execute
+
+    spec = load_suite(plan(tmp_path, synth_root, epochs=2, warmup=1, method="heart_lora",
+                           config="{ rank = 4, ne = 2 }")).runs[0]
+    spec = replace(spec, method_config={**spec.method_config, "mask_epoch": 10})
+    record = execute(spec, tmp_path / "res")
+    assert record["status"] == "failed"
+    assert "no head was masked" in record["error"]["reason"]
+    # The same run masking in time is done, with its mask.
+    spec = replace(spec, method_config={**spec.method_config, "mask_epoch": 1})
+    record = execute(spec, tmp_path / "res2")
+    assert record["status"] == "done" and record["heart"]["mask"] is not None
