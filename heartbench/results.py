@@ -10,10 +10,12 @@ No torch here: ``tables``, ``check`` and the light regression env import this mo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import re
+import struct
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -312,3 +314,141 @@ def _checkpoint_companion(path: Path) -> bool:
     if path.suffix == ".tmp" and stem.suffix == ".epoch":
         stem = stem.with_suffix("")
     return path.suffix in (".prev", ".tmp", ".epoch") and stem.suffix == ".ckpt"
+
+
+# ---------------------------------------------------------------------------
+# Adapter files: what a done record promises is beside it
+# ---------------------------------------------------------------------------
+# Facts a record stores about its adapter file (``adapter_facts``), verified on every read
+# that decides whether a run is done: ``run``'s skip, ``status``, ``check``. Records written
+# before them are verified on what the file itself says (``seal_adapter`` adds them).
+ADAPTER_FACTS: tuple[str, ...] = ("file_bytes", "sha256", "tensors")
+# Above this size a file's sha256 is cached by (path, size, mtime) (heartbench.content):
+# a paper-scale Full adapter is 330 MB, and `run` re-reads every done record it skips.
+HASH_CACHE_BYTES = 64 * 2**20
+_MAX_HEADER = 100 * 2**20
+
+
+def adapter_sha256(path: Path) -> str:
+    """sha256 of an adapter file's bytes (cached for large files, see HASH_CACHE_BYTES)."""
+    if path.stat().st_size >= HASH_CACHE_BYTES:
+        from heartbench.content import file_sha256
+
+        return file_sha256(path)
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def safetensors_header(path: Path) -> dict[str, Any]:
+    """The JSON header of a safetensors file, read without torch; ValueError (with why) when
+    the file is not a whole one: too short, a header beyond its end, tensors whose data
+    runs past its end or stops short of it (truncated or appended to)."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{size} bytes, shorter than a safetensors header")
+        length = struct.unpack("<Q", head)[0]
+        if length > min(size - 8, _MAX_HEADER):
+            raise ValueError(f"its header says {length} bytes, the file has {size} (truncated?)")
+        try:
+            header = json.loads(handle.read(length).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"its header is not JSON ({err})") from None
+    if not isinstance(header, dict):
+        raise ValueError("its header is not a JSON object")
+    try:
+        need = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"),
+                   default=0)
+    except (TypeError, KeyError, IndexError, ValueError):
+        raise ValueError("its header lacks tensor offsets") from None
+    have = size - 8 - length
+    if need != have:
+        raise ValueError(f"its tensors need {need} bytes of data, the file has {have} "
+                         f"({'truncated' if need > have else 'bytes appended'})")
+    return header
+
+
+def adapter_facts(path: str | Path) -> dict[str, Any]:
+    """What a record stores about its adapter file: size, sha256, tensor names."""
+    path = Path(path)
+    header = safetensors_header(path)
+    return {"file_bytes": path.stat().st_size, "sha256": adapter_sha256(path),
+            "tensors": sorted(k for k in header if k != "__metadata__")}
+
+
+def adapter_kept(record: dict) -> bool:
+    """False when the record says its adapter was deliberately not kept
+    (``adapter.kept = false``, e.g. to keep a clone lean): then nothing is verified."""
+    adapter = record.get("adapter")
+    return not (isinstance(adapter, dict) and adapter.get("kept") is False)
+
+
+def adapter_problem(record: dict, record_file: str | Path) -> str | None:
+    """Why the adapter of a done record (stored at ``record_file``) is not the one it ran
+    with, or None: missing, truncated, not a safetensors file, another method's, other
+    tensor names, other bytes (size and sha256, where the record stores them), or a record
+    that names no adapter. Failed records and ``adapter.kept = false`` have nothing to check.
+
+    Records from before the stored facts are verified on what their file says: whole,
+    written by heartbench for the record's method, with a head."""
+    if record.get("status") != "done" or not adapter_kept(record):
+        return None
+    adapter = record.get("adapter")
+    if not isinstance(adapter, dict):
+        return "the record names no adapter (adapter is null); expected adapter.file, or " \
+               "adapter.kept = false for an adapter deliberately not kept"
+    name = adapter.get("file")
+    if not isinstance(name, str) or not name or Path(name).name != name:
+        return f"adapter.file is {name!r}; expected a file name beside the record"
+    path = Path(record_file).parent / name
+    if not path.is_file():
+        return f"adapter file {path} is missing"
+    size = path.stat().st_size
+    if adapter.get("file_bytes") is not None and size != adapter["file_bytes"]:
+        return (f"adapter file {path} has {size} bytes, the record says "
+                f"{adapter['file_bytes']} (truncated or replaced)")
+    try:
+        header = safetensors_header(path)
+    except (ValueError, OSError) as err:
+        return f"adapter file {path} is not a whole safetensors file: {err}"
+    method = (header.get("__metadata__") or {}).get("heartbench.method")
+    if method != record.get("method"):
+        return f"adapter file {path} holds method {method!r}, the record's is {record.get('method')!r}"
+    names = sorted(k for k in header if k != "__metadata__")
+    stored = adapter.get("tensors")
+    if isinstance(stored, list) and names != sorted(stored):
+        gone, extra = sorted(set(stored) - set(names)), sorted(set(names) - set(stored))
+        return (f"adapter file {path} has other tensors than the record lists (missing: "
+                f"{', '.join(gone[:3]) or 'none'}; not listed: {', '.join(extra[:3]) or 'none'})")
+    if not any(n.startswith("head.") for n in names):
+        return f"adapter file {path} holds no head tensors"
+    if adapter.get("sha256") is not None:
+        digest = adapter_sha256(path)
+        if digest != adapter["sha256"]:
+            return (f"adapter file {path} changed since its record was written (sha256 "
+                    f"{digest[:12]}, the record says {str(adapter['sha256'])[:12]})")
+    return None
+
+
+def seal_adapter(record: dict, record_file: str | Path) -> dict | None:
+    """``record`` with :data:`ADAPTER_FACTS` filled in from its adapter file, for a record
+    written before they were stored; None when there is nothing to add (facts present,
+    adapter not kept, not done) or the file does not verify (never seal a damaged file)."""
+    adapter = record.get("adapter")
+    if (record.get("status") != "done" or not adapter_kept(record)
+            or not isinstance(adapter, dict) or all(k in adapter for k in ADAPTER_FACTS)
+            or adapter_problem(record, record_file) is not None):
+        return None
+    facts = adapter_facts(Path(record_file).parent / adapter["file"])
+    return {**record, "adapter": {**adapter, **facts}}
+
+
+def done_adapter_problem(results_dir: str | Path, run: Any, record: dict) -> str | None:
+    """:func:`adapter_problem` of ``run``'s record in ``results_dir``, worded for ``run``'s
+    skip and ``status`` (a done run whose adapter fails it is not done: it trains again)."""
+    problem = adapter_problem(record, record_path(results_dir, run.suite, run.run_id))
+    return None if problem is None else f"{problem}: not done"

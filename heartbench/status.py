@@ -151,6 +151,7 @@ def run_states(results_dir: Path, runs: list[Any],
     """The state of every run in ``runs`` (see the module docstring)."""
     from heartbench.content import stale_reason
     from heartbench.launch import claim_holder, read_record
+    from heartbench.results import done_adapter_problem
 
     states: dict[str, RunState] = {}
     for run in runs:
@@ -158,7 +159,7 @@ def run_states(results_dir: Path, runs: list[Any],
         record = read_record(results_dir, run)
         if record is not None:
             error = record.get("error") or {}
-            stale = stale_reason(record, run)
+            stale = stale_reason(record, run) or done_adapter_problem(results_dir, run, record)
             if record["status"] == "done":  # stale: `run` would train it again
                 states[run.run_id] = RunState("stale", stale) if stale else RunState("done")
             else:

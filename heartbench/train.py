@@ -404,7 +404,7 @@ def execute(spec: RunSpec, results_dir: str | Path, progress: bool = False,
     ``phase`` stands in for the final ``train_phase`` and ``extra`` is merged into the
     record last: a packed run (heartbench/pack.py) has trained already and says so.
     """
-    from heartbench.results import record_path, write_record
+    from heartbench.results import adapter_facts, record_path, write_record
 
     started = time.time()
     out_dir = record_path(results_dir, spec.suite, spec.run_id).parent
@@ -442,7 +442,8 @@ def execute(spec: RunSpec, results_dir: str | Path, progress: bool = False,
         adapter={"stored_bytes": stored,
                  "head_bytes": sum(p.numel() * p.element_size()
                                    for p in result["backbone"].head_parameters()),
-                 "trainable_params": method.num_trainable(), "file": adapter_file.name},
+                 "trainable_params": method.num_trainable(), "file": adapter_file.name,
+                 **adapter_facts(adapter_file)},
         device=result["device"], wall_time_s=round(time.time() - started, 3),
         peak_rss_bytes=peak_rss_bytes(), **method.record_extras())
     record.update(extra or {})

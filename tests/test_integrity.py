@@ -296,3 +296,152 @@ def test_heart_lora_that_never_masked_fails_at_the_end(tmp_path, synth_root, one
     spec = replace(spec, method_config={**spec.method_config, "mask_epoch": 1})
     record = execute(spec, tmp_path / "res2")
     assert record["status"] == "done" and record["heart"]["mask"] is not None
+
+
+# ---------------------------------------------------------------------------
+# 2. Records and adapters verified
+# ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, synth_root: Path):
+    """One healthy LoRA run on the synth twin: (suite file, results folder, spec)."""
+    import torch
+
+    from heartbench.suite import load_suite
+    from heartbench.train import execute
+
+    folder = tmp_path_factory.mktemp("trained")
+    suite = plan(folder, synth_root, name="adapters")
+    spec = load_suite(suite).runs[0]
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        execute(spec, folder / "res")
+    finally:
+        torch.set_num_threads(before)
+    return suite, folder / "res", spec
+
+
+@pytest.fixture
+def copy_of(trained, tmp_path):
+    """A private copy of the trained results: (results folder, spec, record file, adapter)."""
+    import shutil
+
+    suite, results, spec = trained
+    mine = tmp_path / "res"
+    shutil.copytree(results, mine)
+    folder = mine / spec.suite
+    return mine, spec, folder / f"{spec.run_id}.json", folder / f"{spec.run_id}.safetensors"
+
+
+def test_record_stores_adapter_size_names_and_sha256(copy_of):
+    from safetensors import safe_open
+
+    _, _, record_file, adapter = copy_of
+    stored = json.loads(record_file.read_text())["adapter"]
+    with safe_open(str(adapter), framework="pt") as f:
+        names = sorted(f.keys())
+    assert stored["file_bytes"] == adapter.stat().st_size
+    assert stored["sha256"] == hashlib.sha256(adapter.read_bytes()).hexdigest()
+    assert stored["tensors"] == names and any(n.startswith("head.") for n in names)
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+def alter(path: Path) -> None:
+    """Same size, same header, one byte of tensor data changed."""
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def null_adapter(record_file: Path) -> None:
+    rec = json.loads(record_file.read_text())
+    rec["adapter"] = None
+    record_file.write_text(json.dumps(rec))
+
+
+def make_old(record_file: Path) -> None:
+    """The record as written before the adapter facts existed."""
+    rec = json.loads(record_file.read_text())
+    for key in ("file_bytes", "sha256", "tensors"):
+        rec["adapter"].pop(key)
+    record_file.write_text(json.dumps(rec, indent=1, sort_keys=True))
+
+
+DAMAGE = {
+    "truncated": (lambda rec, ad: truncate(ad), "bytes"),
+    "deleted": (lambda rec, ad: ad.unlink(), "missing"),
+    "altered": (lambda rec, ad: alter(ad), "changed since"),
+    "null": (lambda rec, ad: null_adapter(rec), "adapter is null"),
+    "old record, truncated": (lambda rec, ad: (make_old(rec), truncate(ad)), "truncated"),
+    "old record, deleted": (lambda rec, ad: (make_old(rec), ad.unlink()), "missing"),
+}
+
+
+def run_check(results: Path, capsys) -> tuple[int, str]:
+    import argparse
+
+    from heartbench.report import check
+
+    parser = argparse.ArgumentParser()
+    check.add_arguments(parser)
+    code = check.main(parser.parse_args(["--results-dir", str(results), "--reproduce", "0",
+                                         "--summary", "none"]))
+    return code, capsys.readouterr().out
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_damaged_adapter_is_not_done_anywhere(copy_of, damage, capsys):
+    from heartbench.launch import is_done
+    from heartbench.status import run_states
+
+    results, spec, record_file, adapter = copy_of
+    assert is_done(results, spec)  # intact: done
+    harm, says = DAMAGE[damage]
+    harm(record_file, adapter)
+    capsys.readouterr()
+    assert not is_done(results, spec, report=True)
+    skip_line = capsys.readouterr().out
+    assert spec.run_id in skip_line and says in skip_line and "rerunning" in skip_line
+    state = run_states(results, [spec])[spec.run_id]
+    assert state.state != "done" and says in state.reason
+    code, out = run_check(results, capsys)
+    assert code == 1
+    fails = [line for line in out.splitlines() if "FAIL" in line and str(record_file) in line]
+    assert len(fails) == 1 and says in fails[0]
+
+
+def test_adapter_deliberately_not_kept_is_done_everywhere(copy_of, capsys):
+    from heartbench.launch import is_done
+    from heartbench.status import run_states
+
+    results, spec, record_file, adapter = copy_of
+    rec = json.loads(record_file.read_text())
+    rec["adapter"]["kept"] = False
+    record_file.write_text(json.dumps(rec))
+    adapter.unlink()
+    assert is_done(results, spec, report=True)
+    assert run_states(results, [spec])[spec.run_id].state == "done"
+    code, out = run_check(results, capsys)
+    assert code == 0 and "1 deliberately not kept" in out
+
+
+def test_old_record_verifies_and_seals_without_retraining(copy_of, capsys):
+    import argparse
+
+    from heartbench.launch import is_done
+    from heartbench.report import check
+
+    results, spec, record_file, adapter = copy_of
+    sealed = json.loads(record_file.read_text())
+    make_old(record_file)
+    assert is_done(results, spec)  # an intact old record stays done
+    parser = argparse.ArgumentParser()
+    check.add_arguments(parser)
+    assert check.main(parser.parse_args(["--results-dir", str(results), "--seal-adapters"])) == 0
+    assert "sealed 1 record" in capsys.readouterr().out
+    assert json.loads(record_file.read_text()) == sealed  # the facts training had stored
+    alter(adapter)  # now the hash catches what the header cannot
+    assert not is_done(results, spec)
