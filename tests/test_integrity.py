@@ -445,3 +445,112 @@ def test_old_record_verifies_and_seals_without_retraining(copy_of, capsys):
     assert json.loads(record_file.read_text()) == sealed  # the facts training had stored
     alter(adapter)  # now the hash catches what the header cannot
     assert not is_done(results, spec)
+
+
+# ---------------------------------------------------------------------------
+# 5. figure5 refuses what is not its pair: one line, exit 2
+# ---------------------------------------------------------------------------
+def fig5_record(folder: Path, method: str, run_id: str, config: dict | None = None,
+                backbone: str = "vit_mini") -> Path:
+    """A done record with a real (untrained) adapter beside it, as train.execute leaves it."""
+    import torch
+
+    from heartbench.adapters import create_method, save_adapter
+    from heartbench.backbones import build_backbone
+
+    torch.manual_seed(0)
+    model = build_backbone(backbone, 4)
+    config = dict(config if config is not None else {"rank": 4})
+    method_obj = create_method(method, config)
+    method_obj.attach(model)
+    mask = None
+    if method == "heart_lora" and method_obj.config.ne > 0:
+        mask = [[0] * method_obj.config.ne + [1] * (
+            s.num_heads - method_obj.config.ne) for s in model.sites]
+        method_obj.apply_mask(mask)
+    sub = folder / "suite"
+    sub.mkdir(parents=True, exist_ok=True)
+    adapter = sub / f"{run_id}.safetensors"
+    save_adapter(method_obj, adapter)
+    rec = {
+        "schema": 1, "status": "done", "run_id": run_id, "suite": "suite",
+        "benchmark": "vtab_mini", "task": "histology", "group": "specialized",
+        "label": {"bilora": "Bi-LoRA", "lora": "LoRA"}.get(method, "Heart-LoRA"),
+        "method": method, "method_config": method_obj.config.to_dict(), "grid": {}, "seed": 0,
+        "shots": None, "num_classes": 4,
+        "backbone": {"name": backbone, "weights": None, "kwargs": {}},
+        "adapter": {"file": adapter.name, "file_bytes": adapter.stat().st_size,
+                    "sha256": hashlib.sha256(adapter.read_bytes()).hexdigest()},
+        "metrics": {"test_acc": 50.0}, "heart": {"mask": mask, "ne": 2} if mask else None,
+        "data_root": str(folder / "data"),
+    }
+    path = sub / f"{run_id}.json"
+    path.write_text(json.dumps(rec))
+    return path
+
+
+def fig5(*argv: str) -> tuple[int, str, str]:
+    import contextlib
+    import io
+
+    from heartbench.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["figure5", *argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+def refused(tmp_path: Path, heart: Path, bilora: Path, *expect: str) -> None:
+    out = tmp_path / "out"
+    code, stdout, stderr = fig5("--heart", str(heart), "--bilora", str(bilora), "--out", str(out))
+    assert code == 2, (stdout, stderr)
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    for text in expect:
+        assert text in lines[0], lines[0]
+    assert not out.exists()
+
+
+@pytest.fixture
+def fig5_pair(tmp_path):
+    res = tmp_path / "res"
+    return (fig5_record(res, "heart_lora", "h1", {"rank": 4, "ne": 2}),
+            fig5_record(res, "bilora", "b1"))
+
+
+def test_figure5_refuses_a_lora_record_as_heart(tmp_path, fig5_pair):
+    lora = fig5_record(tmp_path / "res", "lora", "l1")
+    refused(tmp_path, lora, fig5_pair[1], str(lora), "heart_lora", "ne > 0")
+
+
+def test_figure5_refuses_a_heart_record_as_bilora(tmp_path, fig5_pair):
+    heart, _ = fig5_pair
+    other = fig5_record(tmp_path / "res", "heart_lora", "h2", {"rank": 4, "ne": 2})
+    refused(tmp_path, heart, other, str(other), "expected a bilora record")
+
+
+def test_figure5_refuses_heart_lora_without_masked_heads(tmp_path, fig5_pair):
+    ne0 = fig5_record(tmp_path / "res", "heart_lora", "h0", {"rank": 4, "ne": 0})
+    refused(tmp_path, ne0, fig5_pair[1], str(ne0), "ne = 0")
+
+
+def test_figure5_refuses_records_of_different_backbones(tmp_path, fig5_pair):
+    other = fig5_record(tmp_path / "res", "bilora", "b2", backbone="vit_test")
+    refused(tmp_path, fig5_pair[0], other, "different backbones", "vit_test", "vit_mini")
+
+
+def test_figure5_refuses_a_folder(tmp_path, fig5_pair):
+    refused(tmp_path, fig5_pair[0].parent, fig5_pair[1], "is a folder")
+
+
+def test_figure5_refuses_a_truncated_adapter(tmp_path, fig5_pair):
+    heart, bilora = fig5_pair
+    truncate(bilora.with_suffix(".safetensors"))
+    refused(tmp_path, heart, bilora, str(bilora), "bytes")
+
+
+def test_figure5_refuses_adapter_null(tmp_path, fig5_pair):
+    heart, bilora = fig5_pair
+    null_adapter(heart)
+    refused(tmp_path, heart, bilora, str(heart), "adapter is null")
