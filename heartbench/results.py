@@ -154,12 +154,34 @@ def validate_record(record: Any) -> str | None:
     problem = value_problem(record)
     if problem is not None:
         return problem
-    for key in ("grid", "method_config", "adapter", "backbone", "heart"):
+    for key in ("grid", "method_config", "adapter", "backbone", "heart", "train", "search",
+                "content"):
         if record.get(key) is not None and not isinstance(record[key], dict):
             return f"{key} is not an object"
     for key in ("run_id", "suite", "benchmark", "task", "method", "label"):
         if not isinstance(record[key], str) or not record[key]:
             return f"{key} is not a non-empty string"
+    return field_problem(record)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def field_problem(record: dict) -> str | None:
+    """Why a field the tables group or sort by has the wrong type, or None: ``seed`` an
+    integer; ``group`` and ``eval_protocol`` strings or null; ``shots`` and ``num_classes``
+    integers >= 1 or null (a hand-edited list or NaN there would crash or split a table)."""
+    if not _is_int(record["seed"]):
+        return f"seed is {record['seed']!r}; expected an integer"
+    for key in ("group", "eval_protocol"):
+        value = record.get(key)
+        if value is not None and not isinstance(value, str):
+            return f"{key} is {value!r}; expected a string"
+    for key in ("shots", "num_classes"):
+        value = record.get(key)
+        if value is not None and not (_is_int(value) and value >= 1):
+            return f"{key} is {value!r}; expected an integer >= 1"
     return None
 
 
@@ -394,7 +416,8 @@ def adapter_problem(record: dict, record_file: str | Path) -> str | None:
     that names no adapter. Failed records and ``adapter.kept = false`` have nothing to check.
 
     Records from before the stored facts are verified on what their file says: whole,
-    written by heartbench for the record's method, with a head."""
+    written by heartbench for the record's method, with a head, and tensor payloads of the
+    sizes the record states (``stored_bytes``, ``head_bytes``)."""
     if record.get("status") != "done" or not adapter_kept(record):
         return None
     adapter = record.get("adapter")
@@ -406,7 +429,7 @@ def adapter_problem(record: dict, record_file: str | Path) -> str | None:
         return f"adapter.file is {name!r}; expected a file name beside the record"
     path = Path(record_file).parent / name
     if not path.is_file():
-        return f"adapter file {path} is missing"
+        return f"adapter file {path} is {'not a file' if path.exists() else 'missing'}"
     size = path.stat().st_size
     if adapter.get("file_bytes") is not None and size != adapter["file_bytes"]:
         return (f"adapter file {path} has {size} bytes, the record says "
@@ -426,6 +449,12 @@ def adapter_problem(record: dict, record_file: str | Path) -> str | None:
                 f"{', '.join(gone[:3]) or 'none'}; not listed: {', '.join(extra[:3]) or 'none'})")
     if not any(n.startswith("head.") for n in names):
         return f"adapter file {path} holds no head tensors"
+    for prefix, key in (("adapter.", "stored_bytes"), ("head.", "head_bytes")):
+        held = sum(int(t["data_offsets"][1]) - int(t["data_offsets"][0])
+                   for k, t in header.items() if k.startswith(prefix))
+        if _is_int(adapter.get(key)) and held != adapter[key]:
+            return (f"adapter file {path} holds {held} bytes of {prefix.rstrip('.')} tensors, "
+                    f"the record says {key} = {adapter[key]}")
     if adapter.get("sha256") is not None:
         digest = adapter_sha256(path)
         if digest != adapter["sha256"]:

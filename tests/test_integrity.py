@@ -554,3 +554,48 @@ def test_figure5_refuses_adapter_null(tmp_path, fig5_pair):
     heart, bilora = fig5_pair
     null_adapter(heart)
     refused(tmp_path, heart, bilora, str(heart), "adapter is null")
+
+
+# ---------------------------------------------------------------------------
+# Found by attacking the above (the closing note lists them)
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("key, value, says", [
+    ("seed", [0], "seed is [0]"),  # tables: TypeError unhashable
+    ("seed", float("nan"), "seed is nan"),  # a NaN seed made its own one-seed block
+    ("train", "fast", "train is not an object"),  # tables: ValueError
+    ("group", 3, "group is 3"),  # tables: TypeError sorting int and str
+    ("num_classes", "ten", "num_classes is 'ten'"),
+    ("eval_protocol", {"a": 1}, "eval_protocol is {'a': 1}"),
+    ("content", "x", "content is not an object"),
+])
+def test_mistyped_fields_are_skipped_by_name(tmp_path, key, value, says):
+    from heartbench.results import load_records
+
+    write_json(tmp_path, record(acc=50.0, seed=1))
+    path = write_json(tmp_path, record(extra={key: value}))
+    loaded = load_records(tmp_path)
+    assert [(p, says in why) for p, why in loaded.skipped] == [(path, True)]
+    stats.build_blocks(loaded.done)  # and what is left builds
+
+
+def test_adapter_file_outside_the_record_folder_is_refused(copy_of):
+    from heartbench.results import adapter_problem
+
+    results, spec, record_file, adapter = copy_of
+    rec = json.loads(record_file.read_text())
+    rec["adapter"]["file"] = f"../{spec.suite}/{adapter.name}"
+    assert "expected a file name beside the record" in adapter_problem(rec, record_file)
+
+
+def test_old_record_catches_appended_bytes_and_a_swapped_adapter(copy_of, tmp_path):
+    from heartbench.results import adapter_problem
+
+    results, spec, record_file, adapter = copy_of
+    make_old(record_file)
+    rec = json.loads(record_file.read_text())
+    adapter.write_bytes(adapter.read_bytes() + b"xx")
+    assert "bytes appended" in adapter_problem(rec, record_file)
+    # Another method's adapter of another size in its place (an old record has no hash):
+    fig5_record(tmp_path / "other", "lora", "x1", {"rank": 2})
+    adapter.write_bytes((tmp_path / "other" / "suite" / "x1.safetensors").read_bytes())
+    assert "stored_bytes" in adapter_problem(rec, record_file)
