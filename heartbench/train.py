@@ -426,7 +426,8 @@ def execute(spec: RunSpec, results_dir: str | Path, progress: bool = False,
         # metrics stays an object (with test_acc null) so that readers accept the record.
         record.update(status="failed", error={"epoch": err.epoch, "reason": err.reason},
                       metrics={"test_acc": None, "val_acc": None, "history": err.history},
-                      wall_time_s=round(time.time() - started, 3), **(extra or {}))
+                      wall_time_s=round(time.time() - started, 3))
+        record.update(extra or {})  # a pack's own time and memory replace this process's
         guarded_write(record_path(results_dir, spec.suite, spec.run_id),
                       lambda: write_record(results_dir, record, overwrite=True))
         _cleanup(out_dir, spec.run_id)

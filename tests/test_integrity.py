@@ -599,3 +599,17 @@ def test_old_record_catches_appended_bytes_and_a_swapped_adapter(copy_of, tmp_pa
     fig5_record(tmp_path / "other", "lora", "x1", {"rank": 2})
     adapter.write_bytes((tmp_path / "other" / "suite" / "x1.safetensors").read_bytes())
     assert "stored_bytes" in adapter_problem(rec, record_file)
+
+
+def test_a_pack_whose_runs_diverge_stores_them_failed(tmp_path, synth_root, one_thread):
+    """Two packed runs at lr 1e30: each stored failed with its reason (was: the failed
+    record's update met the pack's wall_time_s twice and the job crashed)."""
+    from heartbench.pack import execute_pack
+    from heartbench.suite import load_suite
+
+    path = plan(tmp_path, synth_root, lr="1e30", config="{ rank = 4 }\ngrid = { rank = [2, 4] }")
+    specs = load_suite(path).runs
+    assert len(specs) == 2
+    records = execute_pack(specs, tmp_path / "res")
+    assert [r["status"] for r in records] == ["failed", "failed"]
+    assert all("diverged" in r["error"]["reason"] and r["packed"]["k"] == 2 for r in records)

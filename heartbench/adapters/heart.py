@@ -226,7 +226,8 @@ class HeartLoRA(BiLoRA):
                else "train.warmup_epochs (mask_epoch = -1 masks after the warm-up)")
         require(not (self.masks_heads() and mask_epoch >= epochs),
                 f"{key} = {mask_epoch} is not before train.epochs = {epochs}: no head would ever"
-                f" be masked ({self._promise()}); set it below {epochs} (or ne = 0)")
+                f" be masked ({self._promise()}); set it below {epochs} (or"
+                f" {'ratio' if self.config.ratio > 0 else 'ne'} = 0)")
 
     def _check_scoring(self, warmup_epochs: int) -> None:
         mask_epoch = getattr(self, "mask_epoch", self.config.mask_epoch)  # set on attach
