@@ -165,7 +165,9 @@ def check_adapters(recordset: Any) -> tuple[list[str], bool]:
             if r["status"] == "done"]
     kept = [(r, p) for r, p in done if adapter_kept(r)]
     problems = [(p, why) for r, p in kept if (why := adapter_problem(r, p)) is not None]
-    hashed = sum(1 for r, _ in kept if (r.get("adapter") or {}).get("sha256"))
+    damaged = {str(p) for p, _ in problems}
+    hashed = sum(1 for r, p in kept if (r.get("adapter") or {}).get("sha256")
+                 and str(p) not in damaged)
     lines = [f"(d) adapters of {len(done)} done record(s): {len(kept) - len(problems)} verified "
              f"({hashed} by stored sha256, the rest by their file's own header; "
              "`check --seal-adapters` stores the hashes), "
