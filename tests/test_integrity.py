@@ -613,3 +613,27 @@ def test_a_pack_whose_runs_diverge_stores_them_failed(tmp_path, synth_root, one_
     records = execute_pack(specs, tmp_path / "res")
     assert [r["status"] for r in records] == ["failed", "failed"]
     assert all("diverged" in r["error"]["reason"] and r["packed"]["k"] == 2 for r in records)
+
+
+def test_weights_hash_splits_rows_only_where_two_known_hashes_differ():
+    """A seed stored before records had a content hash joins the seeds that have one (the
+    twin adds seeds to such rows); two different known weights hashes are two rows."""
+    old = record(seed=0, acc=40.0)
+    new = [record(seed=s, acc=a, extra={"content": {"weights": "a" * 64, "data": "d1"}})
+           for s, a in ((1, 50.0), (2, 60.0))]
+    got = {k: v for k, v in cells([old, *new]).items() if k[0] == 1}
+    assert got == {(1, "LoRA", "animals"): (50.0, 3)}
+    other = record(seed=3, acc=90.0, extra={"content": {"weights": "b" * 64, "data": "d1"}})
+    got = {k: v for k, v in cells([old, *new, other]).items() if k[0] == 1}
+    assert (90.0, 1) in got.values() and not any(n == 4 for _, n in got.values())
+
+
+def test_data_fingerprint_splits_configurations_only_where_known_and_different():
+    from heartbench.report.select import select_cell
+
+    a = [record(seed=s, acc=50.0 + s, extra={"content": {"data": "d1"}}) for s in (0, 1)]
+    assert select_cell(a + [record(seed=2, acc=70.0)]).n == 3
+    b = record(seed=2, acc=99.0, extra={"content": {"data": "d2"}})
+    cell = select_cell(a + [b])
+    assert cell.n_configs == 2  # never one three-seed mean of two data sets
+    assert sorted(cell.by_seed.values()) in ([50.0, 51.0], [99.0])

@@ -20,9 +20,9 @@ from heartbench.report.select import (
     reported_match,
     row_key,
     row_seed_set,
-    run_setting,
     select_cell,
     setting_id,
+    split_known,
     std_of,
     tables_for,
     test_acc,
@@ -141,14 +141,24 @@ def _rows_by_ident(recs: list[dict]) -> dict[Ident, dict[str, list[dict]]]:
         if best is None or (-size[ident(r)], len(r["label"]), r["label"]) < (
                 -size[best], len(best[1]), best[1]):
             home[r["run_id"]] = ident(r)
-    by_row: dict[Ident, dict[str, list[dict]]] = defaultdict(
-        lambda: defaultdict(list))
+    rows: dict[Ident, list[dict]] = defaultdict(list)
     placed: set[str] = set()
     for r in recs:
         if r["run_id"] in placed or ident(r) != home[r["run_id"]]:
             continue
         placed.add(r["run_id"])
-        by_row[ident(r)][r["task"]].append(r)
+        rows[ident(r)].append(r)
+    by_row: dict[Ident, dict[str, list[dict]]] = {}
+    for (key, label, protocol, setting), members in rows.items():
+        parts = split_known(members, "weights")  # other weights (known sha256): another row
+        for weights, part in parts.items():
+            if len(parts) > 1:
+                setting = json.dumps({**json.loads(setting), "weights sha256": weights},
+                                     sort_keys=True)
+            per_task: dict[str, list[dict]] = defaultdict(list)
+            for r in part:
+                per_task[r["task"]].append(r)
+            by_row[(key, label, protocol, setting)] = per_task
     return by_row
 
 
@@ -216,9 +226,8 @@ def _block(table: int, benchmark: str, task_group: dict[str, str],
             continue
         cells = {t: c for t, rs in sorted(per_task.items())
                  if (c := select_cell(rs, seeds)) is not None}
-        first = next(r for rs in per_task.values() for r in rs)
         rows.append(MeasuredRow(key=key, label=label, protocol=protocol, cells=cells,
-                                own=seed_sets[ident] == seeds, setting=run_setting(first)))
+                                own=seed_sets[ident] == seeds, setting=json.loads(ident[3])))
     defining = table_spec(table).defining
     if defining and not any(r.key in defining for r in rows):
         return None
