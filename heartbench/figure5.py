@@ -93,6 +93,9 @@ def check_pair(heart: dict, bilora: dict) -> None:
     if heart.get("method") != "heart_lora" or not ne or ne <= 0:
         raise UserError(f"--heart record {heart['_path']} is {heart.get('method')!r} with ne = "
                         f"{ne}; expected a heart_lora record with ne > 0")
+    if isinstance(heart.get("heart"), dict) and heart["heart"].get("mask") is None:
+        raise UserError(f"--heart record {heart['_path']} stores no mask (heart.mask is null):"
+                        f" its run never masked the ne = {ne} heads it promised")
     if bilora.get("method") != "bilora":
         raise UserError(f"--bilora record {bilora['_path']} is {bilora.get('method')!r}; "
                         "expected a bilora record")

@@ -637,3 +637,13 @@ def test_data_fingerprint_splits_configurations_only_where_known_and_different()
     cell = select_cell(a + [b])
     assert cell.n_configs == 2  # never one three-seed mean of two data sets
     assert sorted(cell.by_seed.values()) in ([50.0, 51.0], [99.0])
+
+
+def test_figure5_refuses_a_heart_lora_run_that_never_masked(tmp_path, fig5_pair):
+    """The issue's mask_epoch 10 / epochs 3 record (stored done by older code): ne 3, mask
+    None; its figure would frame no head."""
+    heart, bilora = fig5_pair
+    rec = json.loads(heart.read_text())
+    rec["heart"]["mask"] = None
+    heart.write_text(json.dumps(rec))
+    refused(tmp_path, heart, bilora, str(heart), "heart.mask is null")
