@@ -178,12 +178,15 @@ def check_adapters(recordset: Any) -> tuple[list[str], bool]:
 
 def seal_adapters(recordset: Any) -> list[str]:
     """``--seal-adapters``: fill in the adapter facts of older done records (atomically)."""
-    from heartbench.results import record_path, seal_adapter, write_record
+    from heartbench.results import adapter_problem, record_path, seal_adapter, write_record
 
     sealed, left = 0, []
     for record, path in zip(recordset.records, recordset.paths, strict=True):
         new = seal_adapter(record, path)
         if new is None:
+            why = adapter_problem(record, path)
+            if why is not None:
+                left.append(f"  not sealed: {path}: {why}")
             continue
         root = path.parent.parent
         if record_path(root, record["suite"], record["run_id"]) != path:
@@ -251,9 +254,10 @@ def main(args: argparse.Namespace) -> int:
     recordset = load_records(args.results_dir)
     records = recordset.done
     if args.seal_adapters:
-        for line in seal_adapters(recordset):
+        lines = seal_adapters(recordset)
+        for line in lines:
             print(line)
-        return 0
+        return 1 if len(lines) > 1 else 0  # a record left unsealed is named and fails
     if args.write_summary:
         if summary_path is None:
             raise UserError("--write-summary needs --summary PATH for a results folder other "
