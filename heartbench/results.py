@@ -345,23 +345,53 @@ def _checkpoint_companion(path: Path) -> bool:
 # that decides whether a run is done: ``run``'s skip, ``status``, ``check``. Records written
 # before them are verified on what the file itself says (``seal_adapter`` adds them).
 ADAPTER_FACTS: tuple[str, ...] = ("file_bytes", "sha256", "tensors")
-# Above this size a file's sha256 is cached by (path, size, mtime) (heartbench.content):
-# a paper-scale Full adapter is 330 MB, and `run` re-reads every done record it skips.
+# Above this size an adapter's sha256 is cached by (path, size, mtime) in the cache folder
+# of heartbench.content: a paper-scale Full adapter is 330 MB, and `run` re-reads every
+# done record it skips.
 HASH_CACHE_BYTES = 64 * 2**20
+ADAPTER_HASH_CACHE = "adapter-sha256.json"
 _MAX_HEADER = 100 * 2**20
 
 
 def adapter_sha256(path: Path) -> str:
-    """sha256 of an adapter file's bytes (cached for large files, see HASH_CACHE_BYTES)."""
-    if path.stat().st_size >= HASH_CACHE_BYTES:
-        from heartbench.content import file_sha256
+    """sha256 of an adapter's content: its metadata (canonical JSON) and, in name order, each
+    tensor's name, dtype, shape and bytes. Not of the file's bytes: safetensors writes its
+    metadata in no fixed order, so two writes of one adapter differ there. Cached for large
+    files by (path, size, mtime), see HASH_CACHE_BYTES."""
+    stat = path.stat()
+    key = f"{path.resolve()}"
+    if stat.st_size >= HASH_CACHE_BYTES:
+        from heartbench.content import _read_cache, cache_dir
 
-        return file_sha256(path)
-    digest = hashlib.sha256()
+        hit = _read_cache(cache_dir() / ADAPTER_HASH_CACHE).get(key)
+        if isinstance(hit, dict) and hit.get("size") == stat.st_size and \
+                hit.get("mtime_ns") == stat.st_mtime_ns and isinstance(hit.get("sha256"), str):
+            return hit["sha256"]
+    header = safetensors_header(path)
+    digest = hashlib.sha256(json.dumps(header.get("__metadata__") or {}, sort_keys=True)
+                            .encode())
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        start = 8 + struct.unpack("<Q", handle.read(8))[0]
+        for name in sorted(k for k in header if k != "__metadata__"):
+            info = header[name]
+            begin, stop = (int(v) for v in info["data_offsets"])
+            digest.update(json.dumps([name, info.get("dtype"), info.get("shape")]).encode())
+            handle.seek(start + begin)
+            left = stop - begin
+            while left > 0:
+                block = handle.read(min(left, 1 << 22))
+                if not block:
+                    raise ValueError(f"{path} ends inside tensor {name}")
+                digest.update(block)
+                left -= len(block)
+    value = digest.hexdigest()
+    if stat.st_size >= HASH_CACHE_BYTES:
+        from heartbench.content import _read_cache, _write_cache, cache_dir
+
+        cache = _read_cache(cache_dir() / ADAPTER_HASH_CACHE)
+        cache[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": value}
+        _write_cache(cache_dir() / ADAPTER_HASH_CACHE, cache)
+    return value
 
 
 def safetensors_header(path: Path) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import statistics
+import struct
 from pathlib import Path
 
 import pytest
@@ -341,8 +342,24 @@ def test_record_stores_adapter_size_names_and_sha256(copy_of):
     with safe_open(str(adapter), framework="pt") as f:
         names = sorted(f.keys())
     assert stored["file_bytes"] == adapter.stat().st_size
-    assert stored["sha256"] == hashlib.sha256(adapter.read_bytes()).hexdigest()
     assert stored["tensors"] == names and any(n.startswith("head.") for n in names)
+    # A content hash: the same tensors and metadata written with the metadata keys in
+    # another order (safetensors fixes no order) hash the same; one changed byte does not.
+    from heartbench.results import adapter_sha256
+
+    data = adapter.read_bytes()
+    length = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + length])
+    meta = header.pop("__metadata__")
+    shuffled = json.dumps({"__metadata__": dict(reversed(list(meta.items()))), **header},
+                          separators=(",", ":")).encode()
+    shuffled += b" " * (length - len(shuffled))
+    assert len(shuffled) == length and shuffled != data[8:8 + length]
+    twin = adapter.with_name("twin.safetensors")
+    twin.write_bytes(data[:8] + shuffled + data[8 + length:])
+    assert adapter_sha256(twin) == stored["sha256"] == adapter_sha256(adapter)
+    alter(twin)
+    assert adapter_sha256(twin) != stored["sha256"]
 
 
 def truncate(path: Path) -> None:
@@ -479,8 +496,7 @@ def fig5_record(folder: Path, method: str, run_id: str, config: dict | None = No
         "method": method, "method_config": method_obj.config.to_dict(), "grid": {}, "seed": 0,
         "shots": None, "num_classes": 4,
         "backbone": {"name": backbone, "weights": None, "kwargs": {}},
-        "adapter": {"file": adapter.name, "file_bytes": adapter.stat().st_size,
-                    "sha256": hashlib.sha256(adapter.read_bytes()).hexdigest()},
+        "adapter": {"file": adapter.name, "file_bytes": adapter.stat().st_size},
         "metrics": {"test_acc": 50.0}, "heart": {"mask": mask, "ne": 2} if mask else None,
         "data_root": str(folder / "data"),
     }
