@@ -47,16 +47,71 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # Records
 # ---------------------------------------------------------------------------
 def read_record(path: Path) -> dict:
+    from heartbench.results import validate_record
+
+    if Path(path).is_dir():
+        raise UserError(f"record {path} is a folder; expected a record file (<run_id>.json)")
     try:
         record = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"record {path} does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UserError(f"record {path} is not readable JSON ({err})") from None
-    if not isinstance(record, dict) or record.get("status") != "done":
-        raise UserError(f"record {path} is not a done run record")
+    except OSError as err:
+        raise UserError(f"record {path} cannot be read ({err.strerror})") from None
+    problem = validate_record(record)
+    if problem is not None:
+        raise UserError(f"record {path} is not a usable run record: {problem}")
+    if record.get("status") != "done":
+        raise UserError(f"record {path} is not a done run record (status {record['status']!r})")
     record["_path"] = str(path)
     return record
+
+
+def heart_ne(record: dict) -> int | None:
+    """The ne a Heart-LoRA record ran with: its config or grid, else the config default (a
+    stored config without the key loads with it); None for other methods."""
+    from heartbench.report.select import ne_of
+
+    if record.get("method") != "heart_lora":
+        return None
+    ne = ne_of(record)
+    if ne is None:
+        from heartbench.adapters.base import get_method_class
+
+        ne = get_method_class("heart_lora").config_cls.ne  # type: ignore[attr-defined]
+    return ne
+
+
+def check_pair(heart: dict, bilora: dict) -> None:
+    """One line (UserError) unless ``heart`` is a Heart-LoRA run that masks heads (ne > 0),
+    ``bilora`` a Bi-LoRA run, both on the same backbone, each with its adapter intact."""
+    from heartbench.report.select import backbone_name
+    from heartbench.results import adapter_kept, adapter_problem
+
+    ne = heart_ne(heart)
+    if heart.get("method") != "heart_lora" or not ne or ne <= 0:
+        raise UserError(f"--heart record {heart['_path']} is {heart.get('method')!r} with ne = "
+                        f"{ne}; expected a heart_lora record with ne > 0")
+    if isinstance(heart.get("heart"), dict) and heart["heart"].get("mask") is None:
+        raise UserError(f"--heart record {heart['_path']} stores no mask (heart.mask is null):"
+                        f" its run never masked the ne = {ne} heads it promised")
+    if bilora.get("method") != "bilora":
+        raise UserError(f"--bilora record {bilora['_path']} is {bilora.get('method')!r}; "
+                        "expected a bilora record")
+    ours = [{k: (r.get("backbone") or {}).get(k) for k in ("name", "weights")}
+            for r in (heart, bilora)]
+    if ours[0] != ours[1]:
+        raise UserError(f"records {heart['_path']} and {bilora['_path']} are of different "
+                        f"backbones ({backbone_name(heart)} {ours[0]['weights']} vs "
+                        f"{backbone_name(bilora)} {ours[1]['weights']}); expected one backbone")
+    for record in (heart, bilora):
+        if not adapter_kept(record):
+            raise UserError(f"record {record['_path']} says its adapter was not kept "
+                            "(adapter.kept = false); Figure 5 needs the adapter")
+        problem = adapter_problem(record, record["_path"])
+        if problem is not None:
+            raise UserError(f"record {record['_path']}: {problem}")
 
 
 def pick_pair(results_dir: Path, task: str | None) -> tuple[dict, dict]:
@@ -67,7 +122,7 @@ def pick_pair(results_dir: Path, task: str | None) -> tuple[dict, dict]:
     loaded = load_records(results_dir)
     done = [r for r in loaded.done if r.get("shots") is None
             and (r.get("adapter") or {}).get("file")]
-    heart = [r for r in done if is_fixed_ne_heart(r) and not r.get("grid")]
+    heart = [r for r in done if is_fixed_ne_heart(r) and not r.get("grid") and (heart_ne(r) or 0) > 0]
     bilora = [r for r in done if r.get("method") == "bilora"]
 
     def ident(r: dict) -> tuple:
@@ -233,7 +288,7 @@ def caption(heart: dict, bilora: dict, layers: list[int], masked: list[int], twi
         return (f"{tex(r['label'])} (run {r['run_id']}, seed {r['seed']}, test acc. "
                 f"{r['metrics']['test_acc']:.1f}\\%)")
 
-    ne = (heart.get("method_config") or {}).get("ne")
+    ne = heart_ne(heart)
     text = (f"Attention maps of Heart-LoRA vs Bi-LoRA on task {tex(heart['task'])} "
             f"({tex(heart['benchmark'])}, backbone {tex(heart['backbone']['name'])}): "
             f"{who(heart)} and {who(bilora)}, first {count} test image(s), layer(s) "
@@ -288,10 +343,15 @@ def build(heart: dict, bilora: dict, out: Path, images: int = 2, last_layers: in
 def main(args: argparse.Namespace) -> int:
     if (args.heart is None) != (args.bilora is None):
         raise UserError("give both --heart and --bilora, or neither (pick from --results-dir)")
+    if args.images < 1 or args.layers < 1:
+        raise UserError(f"--images and --layers must be >= 1, got {args.images} and {args.layers}")
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out} is a file; expected a folder for the figure")
     if args.heart is not None:
         heart, bilora = read_record(args.heart), read_record(args.bilora)
     else:
         heart, bilora = pick_pair(args.results_dir, args.task)
+    check_pair(heart, bilora)
     print(f"figure5: {heart['benchmark']}/{heart['task']}: loading {heart['label']} and"
           f" {bilora['label']} with their adapters, then drawing", flush=True)
     png = build(heart, bilora, args.out, args.images, args.layers)

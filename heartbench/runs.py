@@ -65,11 +65,12 @@ def read_record(results_dir: Path, run: Any, report: bool = False) -> dict[str, 
 def is_done(results_dir: Path, run: Any, report: bool = False) -> bool:
     """Whether ``run`` has a usable record with status done, from the same data and weights."""
     from heartbench.content import stale_reason
+    from heartbench.results import done_adapter_problem
 
     record = read_record(results_dir, run, report)
     if record is None or record["status"] != "done":
         return False
-    stale = stale_reason(record, run)
+    stale = stale_reason(record, run) or done_adapter_problem(results_dir, run, record)
     if stale and report:
         print(f"{run.run_id} ({run.task}, {run.label}): {stale}; rerunning it")
     return stale is None

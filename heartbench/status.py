@@ -166,6 +166,7 @@ def run_states(results_dir: Path, runs: list[Any],
                jobs: dict[str, tuple[str, str]] | None = None) -> dict[str, RunState]:
     """The state of every run in ``runs`` (see the module docstring)."""
     from heartbench.content import stale_reason
+    from heartbench.results import done_adapter_problem
     from heartbench.runs import claim_holder, read_record
 
     states: dict[str, RunState] = {}
@@ -174,7 +175,7 @@ def run_states(results_dir: Path, runs: list[Any],
         record = read_record(results_dir, run)
         if record is not None:
             error = record.get("error") or {}
-            stale = stale_reason(record, run)
+            stale = stale_reason(record, run) or done_adapter_problem(results_dir, run, record)
             if record["status"] == "done":  # stale: `run` would train it again
                 source = (record.get("reused_from") or {}).get("suite")
                 states[run.run_id] = RunState("stale", stale) if stale else RunState(

@@ -70,6 +70,12 @@ FEWSHOT_RECIPE: dict[str, Any] = {"mixup": 0.8, "cutmix": 1.0, "label_smoothing"
 FEWSHOT_TRAIN_DEFAULTS = {"lr": 5e-3, "normalize": True, **FEWSHOT_RECIPE}
 # Keys that do not change a run's result: left out of its identity.
 NON_RESULT_TRAIN_KEYS = ("num_workers", "device")
+# Train keys added after records were stored, with the value those records trained with:
+# precision (fp32 before the key); few-shot records from before NOAH's recipe keys had
+# ColorJitter 0.4, no erasing, no Mixup/CutMix and plain cross-entropy.
+LEGACY_TRAIN: dict[str, Any] = {"precision": "fp32"}
+LEGACY_FEWSHOT_TRAIN: dict[str, Any] = {"mixup": 0.0, "cutmix": 0.0, "label_smoothing": 0.0,
+                                        "reprob": 0.0, "color_jitter": 0.4}
 
 SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "suite": {"name": str, "description": str, "benchmark": str, "data_root": str,

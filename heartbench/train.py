@@ -43,20 +43,24 @@ from heartbench.adapters import create_method, save_adapter
 from heartbench.adapters.base import Method
 from heartbench.backbones import Backbone, build_backbone
 from heartbench.errors import UserError
-from heartbench.suite import RunSpec
+from heartbench.suite import LEGACY_FEWSHOT_TRAIN, RunSpec
 
 T = TypeVar("T")
 VTAB_SPLITS = {"train": "train800val200", "search_train": "train800", "search_val": "val200",
                "test": "test"}
 
 
-class Diverged(Exception):
-    """The loss became NaN or infinite."""
+class RunFailed(Exception):
+    """The run trained but is not a result: it is stored as failed, with this reason."""
 
     def __init__(self, epoch: int, reason: str, history: list[dict[str, Any]] | None = None
                  ) -> None:
         super().__init__(f"epoch {epoch}: {reason}")
         self.epoch, self.reason, self.history = epoch, reason, list(history or [])
+
+
+class Diverged(RunFailed):
+    """The loss, the trained weights or the model's outputs became NaN or infinite."""
 
 
 def log(message: str) -> None:
@@ -400,7 +404,7 @@ def execute(spec: RunSpec, results_dir: str | Path, progress: bool = False,
     ``phase`` stands in for the final ``train_phase`` and ``extra`` is merged into the
     record last: a packed run (heartbench/pack.py) has trained already and says so.
     """
-    from heartbench.results import record_path, write_record
+    from heartbench.results import adapter_facts, record_path, write_record
 
     started = time.time()
     out_dir = record_path(results_dir, spec.suite, spec.run_id).parent
@@ -415,11 +419,15 @@ def execute(spec: RunSpec, results_dir: str | Path, progress: bool = False,
         if spec.eval_protocol == "val":
             config, selection = select_on_val(spec, out_dir, progress)
         result = (phase or train_phase)(spec, config, "train", "test", ckpt, progress)
-    except Diverged as err:
+        problem = result_problem(result)
+        if problem is not None:
+            raise RunFailed(spec.train["epochs"], problem, result["history"])
+    except RunFailed as err:
         # metrics stays an object (with test_acc null) so that readers accept the record.
         record.update(status="failed", error={"epoch": err.epoch, "reason": err.reason},
                       metrics={"test_acc": None, "val_acc": None, "history": err.history},
-                      wall_time_s=round(time.time() - started, 3), **(extra or {}))
+                      wall_time_s=round(time.time() - started, 3))
+        record.update(extra or {})  # a pack's own time and memory replace this process's
         guarded_write(record_path(results_dir, spec.suite, spec.run_id),
                       lambda: write_record(results_dir, record, overwrite=True))
         _cleanup(out_dir, spec.run_id)
@@ -435,7 +443,8 @@ def execute(spec: RunSpec, results_dir: str | Path, progress: bool = False,
         adapter={"stored_bytes": stored,
                  "head_bytes": sum(p.numel() * p.element_size()
                                    for p in result["backbone"].head_parameters()),
-                 "trainable_params": method.num_trainable(), "file": adapter_file.name},
+                 "trainable_params": method.num_trainable(), "file": adapter_file.name,
+                 **adapter_facts(adapter_file)},
         device=result["device"], wall_time_s=round(time.time() - started, 3),
         peak_rss_bytes=peak_rss_bytes(), **method.record_extras())
     record.update(extra or {})
@@ -443,6 +452,37 @@ def execute(spec: RunSpec, results_dir: str | Path, progress: bool = False,
     guarded_write(record_file, lambda: write_record(results_dir, record, overwrite=True))
     _cleanup(out_dir, spec.run_id)
     return record
+
+
+@torch.no_grad()
+def result_problem(result: dict[str, Any]) -> str | None:
+    """Why a finished training is not a result, or None: a trained tensor that is not finite
+    after the last step (the loss is checked before each step, not after the last one), the
+    model's outputs not finite on a fixed input (weights finite but so large that the
+    forward overflows), or a method not in the state its config promises
+    (:meth:`Method.unfulfilled`, e.g. a Heart-LoRA mask never applied)."""
+    backbone, method = result["backbone"], result["method"]
+    trained = {id(p) for p in method.trainable_parameters() + backbone.head_parameters()}
+    bad = [name for name, p in backbone.model.named_parameters()
+           if id(p) in trained and not bool(torch.isfinite(p).all())]
+    if bad:
+        return (f"{len(bad)} trained tensor(s) are not finite after the last step ({bad[0]}"
+                f"{', ...' if len(bad) > 1 else ''}): the training diverged")
+    model = backbone.model
+    training = model.training
+    model.eval()
+    try:
+        side = backbone.input_size
+        chans = int(getattr(getattr(model, "patch_embed", None), "proj", None).in_channels
+                    if hasattr(getattr(model, "patch_embed", None), "proj") else 3)
+        device = next(model.parameters()).device
+        out = model(torch.zeros((1, chans, side, side), device=device))
+    finally:
+        model.train(training)
+    if not bool(torch.isfinite(out).all()):
+        return ("the trained model's outputs are not finite (its weights overflow the forward"
+                " pass): the training diverged")
+    return method.unfulfilled()
 
 
 def guarded_write(path: Path, write: Callable[[], T]) -> T:
@@ -543,12 +583,6 @@ def git_commit() -> str | None:
         return head + ("+dirty" if dirty.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-# Few-shot train keys of records stored before NOAH's recipe keys (suite.FEWSHOT_RECIPE):
-# ColorJitter 0.4, no erasing, no Mixup/CutMix, plain cross-entropy.
-LEGACY_FEWSHOT_TRAIN: dict[str, Any] = {"mixup": 0.0, "cutmix": 0.0, "label_smoothing": 0.0,
-                                        "reprob": 0.0, "color_jitter": 0.4}
 
 
 def spec_from_record(record: dict[str, Any]) -> RunSpec:

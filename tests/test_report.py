@@ -47,8 +47,9 @@ def rec(task: str, label: str = "LoRA", method: str = "lora", seed: int = 0,
         "backbone": {"name": backbone, "weights": None, "kwargs": {}},
         "train": {"epochs": 3}, "seed": seed, "eval_protocol": protocol,
         "metrics": {"test_acc": acc, "val_acc": val, "history": []}, "heart": heart,
+        # No adapter file beside these fixture records: say so, as check verifies adapters.
         "adapter": {"stored_bytes": stored, "head_bytes": 100, "trainable_params": 10,
-                    "file": f"{run_id}.safetensors"},
+                    "file": f"{run_id}.safetensors", "kept": False},
         "wall_time_s": 1.0, "device": "cpu", "created": "2026-11-24T10:00:00+00:00",
         "versions": {}, "git_commit": None,
     }

@@ -154,6 +154,11 @@ class Method:
         masked heads, so it applies a mask of its configured size here.
         """
 
+    def unfulfilled(self) -> str | None:
+        """After training: why the method is not in the state its config promises (e.g. a
+        Heart-LoRA mask that was never applied), or None. The trainer fails such a run."""
+        return None
+
     def record_extras(self) -> dict[str, Any]:
         """JSON-able facts for the run record (e.g. Heart-LoRA's scores and mask)."""
         return {}

@@ -216,7 +216,20 @@ class HeartLoRA(BiLoRA):
 
     # -- trainer hooks ----------------------------------------------------------
     def check_schedule(self, epochs: int, warmup_epochs: int) -> None:
-        """What training would refuse, checked when a suite loads (before any job starts)."""
+        """What training would refuse or never do, checked when a suite loads (before any job
+        starts): scores need a warm-up epoch, and the mask must come before the last epoch
+        (a run that never masked is failed at its end: :meth:`unfulfilled`)."""
+        self._check_scoring(warmup_epochs)
+        mask_epoch = getattr(self, "mask_epoch", self.config.mask_epoch)  # set on attach
+        mask_epoch = mask_epoch if mask_epoch >= 0 else warmup_epochs
+        key = ("mask_epoch" if self.config.mask_epoch >= 0
+               else "train.warmup_epochs (mask_epoch = -1 masks after the warm-up)")
+        require(not (self.masks_heads() and mask_epoch >= epochs),
+                f"{key} = {mask_epoch} is not before train.epochs = {epochs}: no head would ever"
+                f" be masked ({self._promise()}); set it below {epochs} (or"
+                f" {'ratio' if self.config.ratio > 0 else 'ne'} = 0)")
+
+    def _check_scoring(self, warmup_epochs: int) -> None:
         mask_epoch = getattr(self, "mask_epoch", self.config.mask_epoch)  # set on attach
         mask_epoch = mask_epoch if mask_epoch >= 0 else warmup_epochs
         needs_grad = self.config.score not in ("front", "random")
@@ -224,8 +237,21 @@ class HeartLoRA(BiLoRA):
                 f"score {self.config.score!r} needs at least one warm-up epoch before masking"
                 f" ne = {self.config.ne} heads; set train.warmup_epochs >= 1 (or ne = 0)")
 
+    def masks_heads(self) -> bool:
+        """Whether the config promises to mask some heads (ne > 0, or a ratio > 0)."""
+        return self.config.ne > 0 or self.config.ratio > 0
+
+    def _promise(self) -> str:
+        return f"ratio = {self.config.ratio}" if self.config.ratio > 0 else f"ne = {self.config.ne}"
+
+    def unfulfilled(self) -> str | None:
+        if self.mask is None and any(self.masked_per_layer(h) > 0 for h in set(self.heads)):
+            return (f"no head was masked: {self._promise()} heads were to be masked from epoch"
+                    f" index mask_epoch = {self.mask_epoch}, but training ended before it")
+        return None
+
     def on_train_start(self, epochs: int, warmup_epochs: int, steps_per_epoch: int) -> None:
-        self.check_schedule(epochs, warmup_epochs)
+        self._check_scoring(warmup_epochs)
         if self.mask_epoch < 0:
             self.mask_epoch = warmup_epochs
         if self.mask_epoch == 0 and self.mask is None:

@@ -56,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(fail without pdflatex), skip")
     parser.add_argument("--tolerance", type=float, default=1.0,
                         help="points beyond which a measured-minus-reported cell is bold (default 1.0)")
+    parser.add_argument("--skip-invalid", action="store_true",
+                        help="build without the record files that cannot be used (named, one "
+                             "line each); without it such a file writes nothing and exits 1")
 
 
 @dataclass
@@ -65,6 +68,7 @@ class BuildResult:
     messages: list[str] = field(default_factory=list)
     pdf: Path | None = None
     pdf_error: str | None = None
+    refused: bool = False  # unusable record files and not skip_invalid: nothing written
 
 
 def _write(path: Path, text: str) -> None:
@@ -78,8 +82,13 @@ def _write(path: Path, text: str) -> None:
 
 def build(results_dir: Path, out: Path, source: str = "both", baselines_dir: Path | None = None,
           figures: bool = True, pdf: str = "auto", tolerance: float = 1.0,
-          benchmarks: tuple[str, ...] | None = DEFAULT_BENCHMARKS) -> BuildResult:
-    """Write every table and figure the records and baselines allow; see the module docstring."""
+          benchmarks: tuple[str, ...] | None = DEFAULT_BENCHMARKS,
+          skip_invalid: bool = True) -> BuildResult:
+    """Write every table and figure the records and baselines allow; see the module docstring.
+
+    Record files that cannot be used (unreadable, or values no table may show: a NaN or
+    out-of-range accuracy, :func:`heartbench.results.validate_record`) are named in
+    ``messages``; without ``skip_invalid`` nothing is written then (``refused``)."""
     from heartbench.report import latex, reference, select, tables
     from heartbench.results import RecordSet, load_records
 
@@ -100,13 +109,16 @@ def build(results_dir: Path, out: Path, source: str = "both", baselines_dir: Pat
             result.messages.append(f"not shown: records of benchmark(s) {', '.join(left)} "
                                    "(add them with --benchmarks, or --benchmarks all)")
         records = [r for r in records if r["benchmark"] in benchmarks]
+    for path, reason in recordset.skipped:
+        result.messages.append(f"{'skipped' if skip_invalid else 'unusable'} {path}: {reason}")
+    if recordset.skipped and not skip_invalid:
+        result.refused = True
+        return result
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"output directory {out} cannot be created ({err.strerror})") from None
 
-    for path, reason in recordset.skipped:
-        result.messages.append(f"skipped {path}: {reason}")
     for line in select.unplaced(records):
         result.messages.append(f"in no table: {line}")
     from heartbench.report.stats import rows_without_common_seed
@@ -203,9 +215,15 @@ def main(args: argparse.Namespace) -> int:
           f" {'tables' if args.no_figures else 'tables and figures'} to {args.out}", flush=True)
     result = build(args.results_dir, args.out, source=args.source, baselines_dir=args.baselines,
                    figures=not args.no_figures, pdf=args.pdf, tolerance=args.tolerance,
-                   benchmarks=None if names == ("all",) else names)
+                   benchmarks=None if names == ("all",) else names,
+                   skip_invalid=args.skip_invalid)
     for line in result.messages:
         print(line)
+    if result.refused:
+        print(f"error: {sum(m.startswith('unusable ') for m in result.messages)} record file(s)"
+              f" under {args.results_dir} cannot be used (listed above); nothing written: fix or"
+              " remove them, or pass --skip-invalid to build without them")
+        return 1
     for path in result.removed:
         print(f"removed stale {path}")
     print(f"wrote {len(result.written)} file(s) to {args.out}: "

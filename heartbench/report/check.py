@@ -20,6 +20,11 @@
     rewrites it from the records after a deliberate re-run.
 (d) Every file under ``--results-dir`` that should be a record must read as one: a
     truncated or unreadable record fails (``tables`` would silently leave it out).
+(d) also verifies the adapter beside every done record (:func:`heartbench.results.adapter_problem`):
+    missing, truncated, another method's, other tensor names or other bytes (size and sha256
+    where the record stores them) fails, named; ``adapter.kept = false`` is intended.
+    ``--seal-adapters`` stores size, sha256 and tensor names in done records written before
+    they were stored, for adapters that verify, and exits (no retraining).
 (e) ``--reproduce N`` (default 2) re-runs N records of the CPU twins (sampled with
     ``--seed``) through ``heartbench.train.rerun_record(record) -> float`` and requires the
     stored test accuracy back exactly; the twin data of a sampled task is written first when
@@ -58,6 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="committed summary of the twin records' accuracies (default: "
                              "baselines/twin_summary.csv when --results-dir is the checkout's "
                              "results/; 'none' skips)")
+    parser.add_argument("--seal-adapters", action="store_true",
+                        help="store size, sha256 and tensor names of each done record's adapter "
+                             "in records written before they were stored (adapters that verify "
+                             "only), and exit")
     parser.add_argument("--write-summary", action="store_true",
                         help="rewrite the summary from the records (after a deliberate re-run) "
                              "and exit")
@@ -148,6 +157,46 @@ def check_measured(records: list[dict], reported: Any, tolerance: float) -> tupl
     return lines, not beyond
 
 
+def check_adapters(recordset: Any) -> tuple[list[str], bool]:
+    """(d) The adapter beside every done record is the one it ran with (see the docstring)."""
+    from heartbench.results import adapter_kept, adapter_problem
+
+    done = [(r, p) for r, p in zip(recordset.records, recordset.paths, strict=True)
+            if r["status"] == "done"]
+    kept = [(r, p) for r, p in done if adapter_kept(r)]
+    problems = [(p, why) for r, p in kept if (why := adapter_problem(r, p)) is not None]
+    damaged = {str(p) for p, _ in problems}
+    hashed = sum(1 for r, p in kept if (r.get("adapter") or {}).get("sha256")
+                 and str(p) not in damaged)
+    lines = [f"(d) adapters of {len(done)} done record(s): {len(kept) - len(problems)} verified "
+             f"({hashed} by stored sha256, the rest by their file's own header; "
+             "`check --seal-adapters` stores the hashes), "
+             f"{len(done) - len(kept)} deliberately not kept, {len(problems)} damaged"]
+    lines += [f"  FAIL record {path}: {why}" for path, why in problems]
+    return lines, not problems
+
+
+def seal_adapters(recordset: Any) -> list[str]:
+    """``--seal-adapters``: fill in the adapter facts of older done records (atomically)."""
+    from heartbench.results import adapter_problem, record_path, seal_adapter, write_record
+
+    sealed, left = 0, []
+    for record, path in zip(recordset.records, recordset.paths, strict=True):
+        new = seal_adapter(record, path)
+        if new is None:
+            why = adapter_problem(record, path)
+            if why is not None:
+                left.append(f"  not sealed: {path}: {why}")
+            continue
+        root = path.parent.parent
+        if record_path(root, record["suite"], record["run_id"]) != path:
+            left.append(f"  not sealed: {path} is not at <results>/<suite>/<run_id>.json")
+            continue
+        write_record(root, new, overwrite=True)
+        sealed += 1
+    return [f"sealed {sealed} record(s): adapter size, sha256 and tensor names stored", *left]
+
+
 def check_reproduce(records: list[dict], count: int, seed: int,
                     emit: Callable[[str], None] = print) -> bool:
     """Re-run a sample of CPU-twin records (smoke's synth records are throwaway: never); each
@@ -204,6 +253,11 @@ def main(args: argparse.Namespace) -> int:
         summary_path = default_summary(args.results_dir, args.baselines)
     recordset = load_records(args.results_dir)
     records = recordset.done
+    if args.seal_adapters:
+        lines = seal_adapters(recordset)
+        for line in lines:
+            print(line)
+        return 1 if len(lines) > 1 else 0  # a record left unsealed is named and fails
     if args.write_summary:
         if summary_path is None:
             raise UserError("--write-summary needs --summary PATH for a results folder other "
@@ -224,10 +278,14 @@ def main(args: argparse.Namespace) -> int:
         emit(line)
     for path, reason in recordset.skipped:
         emit(f"  FAIL unreadable record {path}: {reason}")
+    adapter_lines, ok_adapters = check_adapters(recordset)
+    for line in adapter_lines:
+        emit(line)
     ok_reproduce = True
     if args.reproduce:
         ok_reproduce = check_reproduce(records, args.reproduce, args.seed, emit)
-    ok = ok_reported and ok_measured and ok_summary and not recordset.skipped and ok_reproduce
+    ok = (ok_reported and ok_measured and ok_summary and not recordset.skipped and ok_adapters
+          and ok_reproduce)
     emit("check: ok" if ok else "check: FAILED")
     return 0 if ok else 1
 

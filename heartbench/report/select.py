@@ -26,6 +26,7 @@ from heartbench.report.variants import (
     normalize_label,
     row_key,
 )
+from heartbench.suite import LEGACY_FEWSHOT_TRAIN, LEGACY_TRAIN, NON_RESULT_TRAIN_KEYS
 
 # The paper searches ne in {1, 3, 6} and falls back to ne = 0 where masking hurts (App. F.5).
 PAPER_NE: tuple[int, ...] = (0, 1, 3, 6)
@@ -72,17 +73,50 @@ def reported_match(row: ref.ReportedRow, key: str) -> bool:
 # ---------------------------------------------------------------------------
 # Aggregation over seeds and grid configurations
 # ---------------------------------------------------------------------------
+def run_setting(record: dict) -> dict[str, Any]:
+    """What every record of one measured row shares besides its label, variant and protocol:
+    the backbone (name, weights file, drop-path rate, kwargs) and every training setting that
+    changes a result (``train`` less :data:`heartbench.suite.NON_RESULT_TRAIN_KEYS`,
+    completed with the values of keys added after older records were stored). Flat, so a
+    row name can say where two rows differ. The weights' sha256 (``content``, absent from
+    older records) is compared where known: :func:`split_known`."""
+    backbone = record.get("backbone") or {}
+    train = dict(record.get("train") or {})
+    if record.get("shots") is not None:
+        train = {**LEGACY_FEWSHOT_TRAIN, **train}
+    train = {**LEGACY_TRAIN, **train}
+    setting: dict[str, Any] = {
+        "backbone": backbone.get("name"), "weights": backbone.get("weights"),
+        "drop_path_rate": backbone.get("drop_path_rate"),
+        "backbone kwargs": backbone.get("kwargs") or {},
+    }
+    setting.update({k: v for k, v in sorted(train.items()) if k not in NON_RESULT_TRAIN_KEYS})
+    return setting
+
+
+def setting_id(record: dict) -> str:
+    """:func:`run_setting` as one canonical string (a row's identity includes it)."""
+    return json.dumps(run_setting(record), sort_keys=True, default=str)
+
+
 def config_id(record: dict) -> str:
-    """One configuration: the grid point and the whole method config as stored, so records
-    that differ in any setting (a default changed between runs, a suite's variant) are never
-    averaged as seeds of one configuration. (Completing old records' configs with their
-    legacy values needs the method registry, hence torch; the stored dicts already differ,
-    since a record stores every key its code had.) A run that searched a grid on val200
-    (``search``) is one configuration whatever point it chose: the search, not the choice."""
+    """One configuration: everything a run's result depends on but its seed. The grid point
+    and the whole method config as stored (records that differ in any setting, a default
+    changed between runs or a suite's variant, are never averaged as seeds of one
+    configuration; completing old records' configs with their legacy values needs the method
+    registry, hence torch, and the stored dicts already differ, since a record stores every
+    key its code had), the run setting (:func:`run_setting`: backbone, weights, training
+    settings), the data (benchmark, task, shots, classes) and the eval protocol; the data's
+    fingerprint where stored is compared by :func:`split_known`. A run that searched a grid on val200 (``search``) is one
+    configuration whatever point it chose: the search, not the choice."""
     search = record.get("search") or {}
     config = {k: v for k, v in (record.get("method_config") or {}).items() if k not in search}
+    data = {"benchmark": record.get("benchmark"), "task": record.get("task"),
+            "shots": record.get("shots"), "num_classes": record.get("num_classes")}
     return json.dumps({"grid": record.get("grid") or {}, "search": search,
-                       "method_config": config}, sort_keys=True, default=str)
+                       "method_config": config, "setting": run_setting(record), "data": data,
+                       "protocol": record.get("eval_protocol"), "method": record.get("method")},
+                      sort_keys=True, default=str)
 
 
 def test_acc(record: dict) -> float | None:
@@ -137,12 +171,39 @@ def _by_seed(records: list[dict], metric: Any) -> dict[Any, float]:
     return {seed: mean_of(v) for seed, v in sorted(per.items(), key=lambda kv: str(kv[0]))}
 
 
+def content_of(record: dict, key: str) -> str | None:
+    """``content.<key>`` ("weights": the weights' sha256, "data": the task's fingerprint),
+    or None for a record written before content was stored."""
+    content = record.get("content")
+    value = content.get(key) if isinstance(content, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def split_known(records: list[dict], key: str) -> dict[str | None, list[dict]]:
+    """``records`` by ``content.<key>``, where two known values differ: records that ran on
+    other weights or data are never seeds of one configuration. A record that does not know
+    its value (older than the field) goes with the one known value, as a stored run is
+    trusted to match where only one side is known (``heartbench.content.stale_reason``)."""
+    known = {v for r in records if (v := content_of(r, key)) is not None}
+    if len(known) <= 1:
+        return {next(iter(known), None): list(records)}
+    out: dict[str | None, list[dict]] = defaultdict(list)
+    for r in records:
+        out[content_of(r, key)].append(r)
+    return dict(out)
+
+
 def _configs(records: list[dict]) -> dict[str, list[dict]]:
     configs: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         if test_acc(r) is not None:
             configs[config_id(r)].append(r)
-    return configs
+    out: dict[str, list[dict]] = {}
+    for cid, rs in configs.items():
+        parts = split_known(rs, "data")
+        for data, part in parts.items():
+            out[cid if len(parts) == 1 else f"{cid} data {data}"] = part
+    return out
 
 
 def _seed_order(seed: Any) -> str:

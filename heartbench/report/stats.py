@@ -5,6 +5,7 @@ Pure functions over records and :class:`heartbench.report.select.Cell`; no LaTeX
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,8 @@ from heartbench.report.select import (
     row_key,
     row_seed_set,
     select_cell,
+    setting_id,
+    split_known,
     std_of,
     tables_for,
     test_acc,
@@ -45,6 +48,7 @@ class MeasuredRow:
     cells: dict[str, Cell]
     name: str = ""  # display name (label, disambiguated within its block)
     own: bool = True  # the block's seed set is the row's own (not a restriction of more seeds)
+    setting: dict[str, Any] = field(default_factory=dict)  # select.run_setting of its records
 
     def task_stat(self, task: str) -> Stat:
         cell = self.cells.get(task)
@@ -115,31 +119,46 @@ def _row_order(table: int, reported: dict[int, ref.ReportedTable] | None):
     return order
 
 
-def _rows_by_ident(recs: list[dict]) -> dict[tuple[str, str, str], dict[str, list[dict]]]:
-    """Records per row (variant, label, protocol) and task. One run (run_id) stored by
-    several suites counts once: under its label with the most records in the table (ties:
-    the shortest label), so an ablation suite's copy of a main run (e.g. "Heart-LoRA (last
-    step)") does not repeat the main row."""
-    def ident(r: dict) -> tuple[str, str, str]:
-        return (row_key(r), r["label"], str(r.get("eval_protocol")))
+Ident = tuple[str, str, str, str]  # (row key, label, protocol, select.setting_id)
 
-    size: dict[tuple[str, str, str], int] = defaultdict(int)
+
+def _rows_by_ident(recs: list[dict]) -> dict[Ident, dict[str, list[dict]]]:
+    """Records per row (variant, label, protocol, run setting) and task: records of one
+    label trained with other settings or another backbone (:func:`select.run_setting`) are
+    another row, never seeds of one cell. One run (run_id) stored by several suites counts
+    once: under its label with the most records in the table (ties: the shortest label), so
+    an ablation suite's copy of a main run (e.g. "Heart-LoRA (last step)") does not repeat
+    the main row."""
+    def ident(r: dict) -> Ident:
+        return (row_key(r), r["label"], str(r.get("eval_protocol")), setting_id(r))
+
+    size: dict[Ident, int] = defaultdict(int)
     for r in recs:
         size[ident(r)] += 1
-    home: dict[str, tuple[str, str, str]] = {}
+    home: dict[str, Ident] = {}
     for r in recs:
         best = home.get(r["run_id"])
         if best is None or (-size[ident(r)], len(r["label"]), r["label"]) < (
                 -size[best], len(best[1]), best[1]):
             home[r["run_id"]] = ident(r)
-    by_row: dict[tuple[str, str, str], dict[str, list[dict]]] = defaultdict(
-        lambda: defaultdict(list))
+    rows: dict[Ident, list[dict]] = defaultdict(list)
     placed: set[str] = set()
     for r in recs:
         if r["run_id"] in placed or ident(r) != home[r["run_id"]]:
             continue
         placed.add(r["run_id"])
-        by_row[ident(r)][r["task"]].append(r)
+        rows[ident(r)].append(r)
+    by_row: dict[Ident, dict[str, list[dict]]] = {}
+    for (key, label, protocol, setting), members in rows.items():
+        parts = split_known(members, "weights")  # other weights (known sha256): another row
+        for weights, part in parts.items():
+            if len(parts) > 1:
+                setting = json.dumps({**json.loads(setting), "weights sha256": weights},
+                                     sort_keys=True)
+            per_task: dict[str, list[dict]] = defaultdict(list)
+            for r in part:
+                per_task[r["task"]].append(r)
+            by_row[(key, label, protocol, setting)] = per_task
     return by_row
 
 
@@ -189,7 +208,7 @@ def rows_without_common_seed(records: list[dict]) -> list[str]:
                 placed[(table, r["benchmark"])].append(r)
     out = []
     for (table, benchmark), recs in sorted(placed.items()):
-        for (key, label, _), per_task in sorted(_rows_by_ident(recs).items()):
+        for (key, label, _, _), per_task in sorted(_rows_by_ident(recs).items()):
             if not row_seed_set(per_task):
                 out.append(f"Table {table} [{BENCHMARK_NAMES.get(benchmark, benchmark)}]: "
                            f"{label} ({key}): no seed common to all its tasks")
@@ -197,17 +216,18 @@ def rows_without_common_seed(records: list[dict]) -> list[str]:
 
 
 def _block(table: int, benchmark: str, task_group: dict[str, str],
-           by_row: dict[tuple[str, str, str], dict[str, list[dict]]],
-           seed_sets: dict[tuple[str, str, str], frozenset], seeds: frozenset,
+           by_row: dict[Ident, dict[str, list[dict]]],
+           seed_sets: dict[Ident, frozenset], seeds: frozenset,
            reported: dict[int, ref.ReportedTable] | None) -> MeasuredBlock | None:
     rows = []
-    for (key, label, protocol), per_task in sorted(by_row.items()):
-        if not seed_sets[(key, label, protocol)] >= seeds:
+    for ident, per_task in sorted(by_row.items()):
+        key, label, protocol, _ = ident
+        if not seed_sets[ident] >= seeds:
             continue
         cells = {t: c for t, rs in sorted(per_task.items())
                  if (c := select_cell(rs, seeds)) is not None}
         rows.append(MeasuredRow(key=key, label=label, protocol=protocol, cells=cells,
-                                own=seed_sets[(key, label, protocol)] == seeds))
+                                own=seed_sets[ident] == seeds, setting=json.loads(ident[3])))
     defining = table_spec(table).defining
     if defining and not any(r.key in defining for r in rows):
         return None
@@ -270,7 +290,8 @@ def _block_tasks(records: list[dict], benchmark: str) -> dict[str, str]:
 
 
 def _name_rows(rows: list[MeasuredRow]) -> None:
-    """Row names: the label, plus the variant or protocol where two rows share a label."""
+    """Row names: the label, plus the variant, protocol or run settings (e.g. "epochs 40",
+    "backbone vit_test") in which rows sharing a label differ."""
     counts: dict[str, int] = defaultdict(int)
     for row in rows:
         counts[row.label] += 1
@@ -283,6 +304,9 @@ def _name_rows(rows: list[MeasuredRow]) -> None:
                 extra.append(row.key)
             if len({r.protocol for r in same}) > 1:
                 extra.append(row.protocol)
+            extra += [f"{k} {row.setting.get(k)}" for k in sorted({k for r in same for k in r.setting})
+                      if len({json.dumps(r.setting.get(k), sort_keys=True, default=str)
+                              for r in same}) > 1]
             row.name = f"{row.label} [{', '.join(extra) or row.key}]"
 
 
