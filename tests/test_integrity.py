@@ -448,8 +448,8 @@ def test_adapter_deliberately_not_kept_is_done_everywhere(copy_of, capsys):
 def test_old_record_verifies_and_seals_without_retraining(copy_of, capsys):
     import argparse
 
-    from heartbench.runs import is_done
     from heartbench.report import check
+    from heartbench.runs import is_done
 
     results, spec, record_file, adapter = copy_of
     sealed = json.loads(record_file.read_text())
