@@ -38,6 +38,7 @@ from typing import Any
 import tomllib
 
 from heartbench.errors import UserError, closest, one_of
+from heartbench.schedule import LEGACY_TRAIN, steps_per_epoch
 
 EVAL_PROTOCOLS = ("last", "val", "best_of_test")
 EXECUTORS = ("auto", "local", "debug", "slurm")
@@ -59,6 +60,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "device": "auto",
     "max_train_batches": 0,  # 0: all; > 0 caps steps per epoch (quick checks only)
     "precision": "fp32",  # "fp32" as the reference code; "tf32" or "bf16" (autocast) opt-in
+    # true: the warm-up and cosine counted in optimiser steps (heartbench/schedule.py), so a
+    # short twin run trains its adapters before Heart-LoRA scores; false: per epoch (Table 9)
+    "warmup_per_step": False,
 }
 PRECISIONS = ("fp32", "tf32", "bf16")
 # NOAH's few-shot recipe (protocol.md; its argparse defaults): Mixup 0.8 / CutMix 1.0 with
@@ -116,6 +120,9 @@ class RunSpec:
         train = {k: v for k, v in self.train.items() if k not in NON_RESULT_TRAIN_KEYS}
         if train.get("precision") == "fp32":  # the default: runs before the key keep their ids
             del train["precision"]
+        for key, value in LEGACY_TRAIN.items():  # keys added later, at their legacy value
+            if key in train and train[key] == value:
+                del train[key]
         return {"benchmark": self.benchmark, "task": self.task, "shots": self.shots,
                 "method": self.method, "method_config": self.method_config,
                 "search": self.search, "backbone": self.backbone, "train": train,
@@ -276,6 +283,7 @@ def _build(path: Path, raw: dict[str, Any], data_root: str | None) -> Suite:
                         method=entry["name"], label=entry.get("label", _default_label(entry)),
                         method_config=config, grid=grid, search=search, backbone=backbone,
                         train=method_train, seed=seed, eval_protocol=protocol)
+                    _check_warmup(path, where, spec)
                     suite.runs.append(_with_id(spec))
     _check_duplicates(path, suite.runs)
     return suite
@@ -297,6 +305,50 @@ def _check_schedule(path: Path, where: str, name: str, config: dict[str, Any],
             check(train["epochs"], train["warmup_epochs"])
         except UserError as err:
             raise UserError(f"{path}: {where}: {name}: {err}") from None
+
+
+# Training images per split where a benchmark fixes them (VTAB-1K and its twin: train800val200,
+# train800 for a val search); few-shot: shots x classes; synth: not planned (a code check).
+VTAB_TRAIN_IMAGES = {"train": 1000, "search_train": 800}
+
+
+def planned_steps(spec: RunSpec, split: str) -> int | None:
+    """Optimiser steps per epoch of ``spec`` on ``split`` ('train' or 'search_train'), or None
+    where the benchmark does not fix its training-set size."""
+    if spec.shots is not None:
+        images = spec.shots * spec.num_classes
+    elif spec.benchmark in ("vtab1k", "vtab_mini"):
+        images = VTAB_TRAIN_IMAGES[split]
+    else:
+        return None
+    t = spec.train
+    return steps_per_epoch(images, t["batch_size"], t["max_train_batches"])
+
+
+def _check_warmup(path: Path, where: str, spec: RunSpec) -> None:
+    """A method's check that its schedule trains before it reads what it needs (Heart-LoRA:
+    the adapters train before the heads are scored), for every training the run does."""
+    from heartbench.adapters import create_method
+
+    splits = ["train"] + (["search_train"] if spec.search else [])
+    points = [dict(zip(spec.search, combo)) for combo in itertools.product(*spec.search.values())]
+    for split, point in itertools.product(splits, points or [{}]):
+        steps = planned_steps(spec, split)
+        config = {**spec.method_config, **point}
+        key = json.dumps([spec.method, config, spec.train, steps], sort_keys=True, default=str)
+        if steps is None or key in _WARMUP_CHECKED:
+            continue
+        check = getattr(create_method(spec.method, config), "check_warmup", None)
+        try:
+            if check is not None:
+                check(spec.train, steps)
+        except UserError as err:
+            raise UserError(f"{path}: {where}: {spec.method} on {spec.task}"
+                            f"{f' ({spec.shots} shots)' if spec.shots else ''}: {err}") from None
+        _WARMUP_CHECKED.add(key)
+
+
+_WARMUP_CHECKED: set[str] = set()  # checks passed (method, config, train, steps): asked once
 
 
 def _task(path: Path, where: str, benchmark: str, name: Any, resolve: Any) -> Any:

@@ -39,6 +39,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 import heartbench
+from heartbench import schedule
 from heartbench.adapters import create_method, save_adapter
 from heartbench.adapters.base import Method
 from heartbench.backbones import Backbone, build_backbone
@@ -284,9 +285,8 @@ def set_up(spec: RunSpec, method_config: dict[str, Any], train_split: str,
     """Seed, build and wire one training, in one fixed order: a run alone
     (:func:`train_phase`) and each run of a pack (``heartbench.pack.Run``) draw the same
     random numbers from it, which is what makes a packed run equal to the run alone."""
-    from timm.scheduler import CosineLRScheduler
-
     from heartbench.data.transforms import batch_recipe
+    from heartbench.schedule import make_scheduler
 
     t = spec.train
     precision = t.get("precision", "fp32")
@@ -301,10 +301,9 @@ def set_up(spec: RunSpec, method_config: dict[str, Any], train_split: str,
                               torch.Generator())
     params = method.trainable_parameters() + backbone.head_parameters()
     optimizer = make_optimizer(method, params, t)
-    scheduler = CosineLRScheduler(optimizer, t_initial=t["epochs"], warmup_t=t["warmup_epochs"],
-                                  warmup_lr_init=t["warmup_lr_init"], lr_min=t["min_lr"])
     steps = len(train_loader) if not t["max_train_batches"] else min(len(train_loader),
                                                                          t["max_train_batches"])
+    scheduler = make_scheduler(optimizer, t, steps)
     method.on_train_start(t["epochs"], t["warmup_epochs"], steps)
     mixer, criterion = batch_recipe(t, spec.num_classes)
     return Phase(precision, device, backbone, method, generator, train_loader, eval_loader,
@@ -335,10 +334,12 @@ def train_phase(spec: RunSpec, method_config: dict[str, Any], train_split: str,
         history, start = state["history"], state["epoch"] + 1
     bar = _bar(range(start, t["epochs"]), progress, f"{spec.task} {spec.label}")
     for epoch in bar:
+        schedule.before_epoch(scheduler, t, epoch, steps)
         method.on_epoch_start(epoch)
         backbone.model.train()
         loss_sum = correct = seen = 0.0
-        for images, labels in itertools.islice(train_loader, steps):
+        lr = optimizer.param_groups[0]["lr"]
+        for index, (images, labels) in enumerate(itertools.islice(train_loader, steps)):
             images, labels = images.to(device), labels.to(device)
             targets = labels
             if mixer is not None:
@@ -352,12 +353,14 @@ def train_phase(spec: RunSpec, method_config: dict[str, Any], train_split: str,
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            lr = optimizer.param_groups[0]["lr"]  # this step's (per epoch: the epoch's)
+            method.on_optimizer_step(lr)
+            schedule.after_step(scheduler, t, epoch, index, steps)
             loss_sum += loss.item() * labels.numel()
             correct += (logits.argmax(-1) == labels).sum().item()
             seen += labels.numel()
         method.on_epoch_end(epoch)
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step(epoch + 1)
+        schedule.after_epoch(scheduler, t, epoch)
         row = {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1),
                "train_acc": 100.0 * correct / max(seen, 1), "lr": lr, "eval_acc": None}
         last = epoch + 1 == t["epochs"]
