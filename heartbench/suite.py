@@ -11,7 +11,7 @@ Schema (every key optional unless marked; README.md "Suites" has the long form):
                  timeout_min, partition,
                  gpus_per_node, cpus_per_task, mem_gb, array_parallelism, runs_per_task,
                  slurm_extra, pack (train up to K compatible runs as one model: pack.py)
-    [[methods]]  name*, label, config, grid, per_task, tasks, seeds, train
+    [[methods]]  name*, label, config, grid, per_task, tasks, seeds, train, keep_adapter
 
 Expansion: for each method entry, task, grid point, seed (and shot count for few-shot
 benchmarks) one :class:`RunSpec`. ``per_task.<task>`` values override ``config`` and
@@ -85,7 +85,7 @@ SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
                  "gpus_per_node": int, "cpus_per_task": int, "mem_gb": (int, float), "array_parallelism": int,
                  "runs_per_task": int, "slurm_extra": dict, "pack": int},
     "methods": {"name": str, "label": str, "config": dict, "grid": dict, "per_task": dict,
-                "tasks": list, "seeds": list, "train": dict},
+                "tasks": list, "seeds": list, "train": dict, "keep_adapter": bool},
 }
 REQUIRED = {"suite": ("benchmark", "data_root"), "backbone": ("name",), "methods": ("name",)}
 
@@ -114,6 +114,10 @@ class RunSpec:
     # The data's fingerprint and the weights' sha256 (heartbench/content.py): stored in the
     # record and compared on resume, not hashed into run_id, so older records keep their ids.
     content: dict[str, Any] = field(default_factory=dict)
+    # false: the trained adapter file is deliberately not written (no command reads it, e.g.
+    # the twins' Full fine-tuning: MBs per run); the record says so (``adapter_kept``). Not
+    # part of run_id: it does not change the result.
+    keep_adapter: bool = True
 
     def identity(self) -> dict[str, Any]:
         """What changes this run's result: hashed into run_id."""
@@ -282,7 +286,8 @@ def _build(path: Path, raw: dict[str, Any], data_root: str | None) -> Suite:
                         group=info.group, num_classes=info.num_classes, shots=k,
                         method=entry["name"], label=entry.get("label", _default_label(entry)),
                         method_config=config, grid=grid, search=search, backbone=backbone,
-                        train=method_train, seed=seed, eval_protocol=protocol)
+                        train=method_train, seed=seed, eval_protocol=protocol,
+                        keep_adapter=entry.get("keep_adapter", True))
                     _check_warmup(path, where, spec)
                     suite.runs.append(_with_id(spec))
     _check_duplicates(path, suite.runs)

@@ -429,7 +429,8 @@ def execute(spec: RunSpec, results_dir: str | Path, progress: bool = False,
         return record
     method: Method = result["method"]
     adapter_file = out_dir / f"{spec.run_id}.safetensors"
-    stored = guarded_write(adapter_file, lambda: save_adapter(method, adapter_file))
+    stored = (guarded_write(adapter_file, lambda: save_adapter(method, adapter_file))
+              if spec.keep_adapter else method.stored_bytes())
     record.update(
         status="done", method_config=config,
         metrics={"test_acc": round(result["acc"], 4), "final_test_acc": round(result["final_acc"], 4),
@@ -438,7 +439,9 @@ def execute(spec: RunSpec, results_dir: str | Path, progress: bool = False,
         adapter={"stored_bytes": stored,
                  "head_bytes": sum(p.numel() * p.element_size()
                                    for p in result["backbone"].head_parameters()),
-                 "trainable_params": method.num_trainable(), "file": adapter_file.name},
+                 "trainable_params": method.num_trainable(),
+                 "file": adapter_file.name if spec.keep_adapter else None},
+        adapter_kept=spec.keep_adapter,  # false: not written on purpose (suite keep_adapter)
         device=result["device"], wall_time_s=round(time.time() - started, 3),
         peak_rss_bytes=peak_rss_bytes(), **method.record_extras())
     record.update(extra or {})
