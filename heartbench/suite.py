@@ -330,11 +330,19 @@ def planned_steps(spec: RunSpec, split: str) -> int | None:
     return steps_per_epoch(images, t["batch_size"], t["max_train_batches"])
 
 
+# Benchmarks whose runs must train a method before it reads what it needs (the CPU twins,
+# whose short schedules made this go wrong); paper-scale suites follow the paper's schedule,
+# under which Heart-LoRA's scores come after 10 warm-up epochs.
+CHECKED_WARMUP_BENCHMARKS: tuple[str, ...] = ("vtab_mini", "fewshot_mini")
+
+
 def _check_warmup(path: Path, where: str, spec: RunSpec) -> None:
     """A method's check that its schedule trains before it reads what it needs (Heart-LoRA:
     the adapters train before the heads are scored), for every training the run does."""
     from heartbench.adapters import create_method
 
+    if spec.benchmark not in CHECKED_WARMUP_BENCHMARKS:
+        return
     splits = ["train"] + (["search_train"] if spec.search else [])
     points = [dict(zip(spec.search, combo)) for combo in itertools.product(*spec.search.values())]
     for split, point in itertools.product(splits, points or [{}]):
