@@ -6,7 +6,8 @@ Schema (every key optional unless marked; README.md "Suites" has the long form):
                  named when it is missing; {root}, {tasks}), tasks, seeds, eval_protocol, shots
     [backbone]   name*, weights, drop_path_rate, kwargs
     [train]      epochs, warmup_epochs, lr, weight_decay, batch_size, warmup_lr_init, min_lr,
-                 normalize, eval_every, num_workers, device, max_train_batches, precision
+                 normalize, eval_every, num_workers, device, max_train_batches, precision,
+                 warmup_per_step (schedule.py)
     [launcher]   executor, jobs (local worker processes), threads (torch threads per job),
                  timeout_min, partition,
                  gpus_per_node, cpus_per_task, mem_gb, array_parallelism, runs_per_task,

@@ -2,9 +2,11 @@
 
 Paper defaults (Table 9, protocol.md): AdamW, lr 1e-3 (few-shot 5e-3), weight decay 1e-4 on
 every trainable tensor, batch 64 with drop_last, 100 epochs, timm's CosineLRScheduler with
-10 warm-up epochs (warmup_lr_init 1e-6, lr_min 1e-5) stepped once per epoch, plain
-cross-entropy. Methods get the hooks ``on_train_start``/``on_epoch_start``/``on_epoch_end``
-(Heart-LoRA scores and masks there); the trainer knows nothing of any method.
+10 warm-up epochs (warmup_lr_init 1e-6, lr_min 1e-5) stepped once per epoch (or per
+optimiser step: ``train.warmup_per_step``, heartbench/schedule.py), plain cross-entropy.
+Methods get the hooks ``on_train_start``/``on_epoch_start``/``on_epoch_end`` (Heart-LoRA
+scores and masks there) and ``on_optimizer_step`` (the lr each step used); the trainer
+knows nothing of any method.
 
 Evaluation protocols (named in every record):
 - ``last``: train on train800val200, report the final epoch's test accuracy (default);
