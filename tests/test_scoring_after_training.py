@@ -177,3 +177,40 @@ def test_legacy_schedule_keeps_run_ids() -> None:
     assert run_id_of(legacy.identity()) == record["run_id"]
     new = RunSpec(**{**spec.to_dict(), "train": {**spec.train, "warmup_per_step": True}})
     assert run_id_of(new.identity()) != record["run_id"]
+
+
+def test_packed_runs_step_the_per_step_schedule_as_alone(tmp_path: Path, synth_root: Path
+                                                         ) -> None:
+    """A pack (heartbench/pack.py) steps each run's per-step schedule as the run alone does:
+    same lr per epoch, same steps and mean lr before scoring, same mask."""
+    import torch
+    from safetensors.torch import save_file
+
+    from heartbench import pack
+    from heartbench import train as tr
+    from heartbench.backbones import build_backbone
+    from heartbench.suite import load_suite
+
+    torch.manual_seed(123)  # frozen weights the runs share, as pretrained ones
+    weights = tmp_path / "vit_test.safetensors"
+    save_file({k: v.contiguous() for k, v in build_backbone("vit_test", 4).model.state_dict()
+               .items()}, str(weights))
+    path = tmp_path / "pack.toml"
+    path.write_text(SUITE.format(data=synth_root, warmup=1, per_step="true", window="last_step")
+                    .replace("seeds = [0]", "seeds = [0, 1]")
+                    .replace('name = "vit_test"', f'name = "vit_test"\nweights = "{weights}"')
+                    .replace("jobs = 1", "jobs = 1\npack = 2"))
+    specs = load_suite(path).runs
+    alone = [tr.train_phase(s, s.method_config, "train", "test", None) for s in specs]
+    runs = pack.train_pack(specs, [None] * len(specs))
+    steps = _train_steps(synth_root, 16)
+    lrs = step_lrs_by_hand(3, 1, steps, True)
+    for result, run in zip(alone, runs):
+        want = result["method"].record_extras()["heart"]
+        got = run.method.record_extras()["heart"]
+        assert got["steps_before_scoring"] == want["steps_before_scoring"] == steps - 1
+        assert got["mean_lr_before_scoring"] == pytest.approx(
+            sum(lrs[:steps - 1]) / (steps - 1), rel=1e-9)
+        assert got["mean_lr_before_scoring"] == want["mean_lr_before_scoring"]
+        assert [r["lr"] for r in run.outcome["history"]] == [r["lr"] for r in result["history"]]
+        assert got["mask"] == want["mask"]
