@@ -51,6 +51,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from heartbench import schedule
 from heartbench.adapters.base import AdaptedLinear, Delta, _AddToSlice
 from heartbench.suite import RunSpec
 
@@ -399,12 +400,14 @@ def train_pack(specs: list[RunSpec], ckpts: list[Path | None]) -> list[Run]:
         live = [runs[k] for k in state.active]
         for run in live:
             with run.rng.active():
+                schedule.before_epoch(run.scheduler, run.spec.train, epoch, run.steps)
+                run.last_lr = run.optimizer.param_groups[0]["lr"]
                 run.method.on_epoch_start(epoch)
                 run.batches = iter(itertools.islice(run.train_loader, run.steps))
                 run.sums = [0.0, 0.0, 0.0]  # loss * n, correct, seen
         packed.train()
-        for _ in range(runs[0].steps):
-            _step(packed, runs, state, epoch, device, precision)
+        for index in range(runs[0].steps):
+            _step(packed, runs, state, (epoch, index), device, precision)
         last = epoch + 1 == t["epochs"]
         evaluating = last or (specs[0].eval_protocol == "best_of_test"
                               and (epoch + 1) % t["eval_every"] == 0)
@@ -412,11 +415,10 @@ def train_pack(specs: list[RunSpec], ckpts: list[Path | None]) -> list[Run]:
         for run in live:
             with run.rng.active():
                 run.method.on_epoch_end(epoch)
-            lr = run.optimizer.param_groups[0]["lr"]
-            run.scheduler.step(epoch + 1)
+            schedule.after_epoch(run.scheduler, run.spec.train, epoch)
             loss_sum, correct, seen = run.sums
             run.history.append({"epoch": epoch + 1, "loss": loss_sum / max(seen, 1),
-                                "train_acc": 100.0 * correct / max(seen, 1), "lr": lr,
+                                "train_acc": 100.0 * correct / max(seen, 1), "lr": run.last_lr,
                                 "eval_acc": None})
         if evaluating:
             for run, acc in zip(live, _evaluate(packed, live, state, device, precision)):
@@ -434,11 +436,13 @@ def train_pack(specs: list[RunSpec], ckpts: list[Path | None]) -> list[Run]:
     return runs
 
 
-def _step(packed: nn.Module, runs: list[Run], state: PackState, epoch: int,
+def _step(packed: nn.Module, runs: list[Run], state: PackState, at: tuple[int, int],
           device: torch.device, precision: str) -> None:
-    """One optimisation step of every active run, on the concatenated batches."""
+    """One optimisation step (``at``: epoch, step index) of every active run, on the
+    concatenated batches."""
     from heartbench.train import Diverged, autocast
 
+    epoch, index = at
     live = [runs[k] for k in state.active]
     images, labels, targets = [], [], []
     for run in live:
@@ -472,6 +476,9 @@ def _step(packed: nn.Module, runs: list[Run], state: PackState, epoch: int,
         if run.outcome is not None:
             continue
         run.optimizer.step()
+        run.last_lr = run.optimizer.param_groups[0]["lr"]
+        run.method.on_optimizer_step(run.last_lr)
+        schedule.after_step(run.scheduler, run.spec.train, epoch, index, run.steps)
         run.sums[0] += loss.item() * y.numel()
         run.sums[1] += (out.argmax(-1) == y).sum().item()
         run.sums[2] += y.numel()

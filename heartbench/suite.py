@@ -6,12 +6,13 @@ Schema (every key optional unless marked; README.md "Suites" has the long form):
                  named when it is missing; {root}, {tasks}), tasks, seeds, eval_protocol, shots
     [backbone]   name*, weights, drop_path_rate, kwargs
     [train]      epochs, warmup_epochs, lr, weight_decay, batch_size, warmup_lr_init, min_lr,
-                 normalize, eval_every, num_workers, device, max_train_batches, precision
+                 normalize, eval_every, num_workers, device, max_train_batches, precision,
+                 warmup_per_step (schedule.py)
     [launcher]   executor, jobs (local worker processes), threads (torch threads per job),
                  timeout_min, partition,
                  gpus_per_node, cpus_per_task, mem_gb, array_parallelism, runs_per_task,
                  slurm_extra, pack (train up to K compatible runs as one model: pack.py)
-    [[methods]]  name*, label, config, grid, per_task, tasks, seeds, train
+    [[methods]]  name*, label, config, grid, per_task, tasks, seeds, train, keep_adapter
 
 Expansion: for each method entry, task, grid point, seed (and shot count for few-shot
 benchmarks) one :class:`RunSpec`. ``per_task.<task>`` values override ``config`` and
@@ -39,6 +40,8 @@ from typing import Any
 import tomllib
 
 from heartbench.errors import UserError, closest, one_of, what_is
+from heartbench.schedule import LEGACY_TRAIN as LEGACY_SCHEDULE
+from heartbench.schedule import steps_per_epoch
 
 EVAL_PROTOCOLS = ("last", "val", "best_of_test")
 EXECUTORS = ("auto", "local", "debug", "slurm")
@@ -60,6 +63,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "device": "auto",
     "max_train_batches": 0,  # 0: all; > 0 caps steps per epoch (quick checks only)
     "precision": "fp32",  # "fp32" as the reference code; "tf32" or "bf16" (autocast) opt-in
+    # true: the warm-up and cosine counted in optimiser steps (heartbench/schedule.py), so a
+    # short twin run trains its adapters before Heart-LoRA scores; false: per epoch (Table 9)
+    "warmup_per_step": False,
 }
 PRECISIONS = ("fp32", "tf32", "bf16")
 # NOAH's few-shot recipe (protocol.md; its argparse defaults): Mixup 0.8 / CutMix 1.0 with
@@ -71,9 +77,9 @@ FEWSHOT_TRAIN_DEFAULTS = {"lr": 5e-3, "normalize": True, **FEWSHOT_RECIPE}
 # Keys that do not change a run's result: left out of its identity.
 NON_RESULT_TRAIN_KEYS = ("num_workers", "device")
 # Train keys added after records were stored, with the value those records trained with:
-# precision (fp32 before the key); few-shot records from before NOAH's recipe keys had
+# precision (fp32 before the key), the schedule's (schedule.LEGACY_TRAIN); few-shot records from before NOAH's recipe keys had
 # ColorJitter 0.4, no erasing, no Mixup/CutMix and plain cross-entropy.
-LEGACY_TRAIN: dict[str, Any] = {"precision": "fp32"}
+LEGACY_TRAIN: dict[str, Any] = {"precision": "fp32", **LEGACY_SCHEDULE}
 LEGACY_FEWSHOT_TRAIN: dict[str, Any] = {"mixup": 0.0, "cutmix": 0.0, "label_smoothing": 0.0,
                                         "reprob": 0.0, "color_jitter": 0.4}
 
@@ -88,7 +94,7 @@ SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
                  "gpus_per_node": int, "cpus_per_task": int, "mem_gb": (int, float), "array_parallelism": int,
                  "runs_per_task": int, "slurm_extra": dict, "pack": int},
     "methods": {"name": str, "label": str, "config": dict, "grid": dict, "per_task": dict,
-                "tasks": list, "seeds": list, "train": dict},
+                "tasks": list, "seeds": list, "train": dict, "keep_adapter": bool},
 }
 REQUIRED = {"suite": ("benchmark", "data_root"), "backbone": ("name",), "methods": ("name",)}
 
@@ -117,12 +123,17 @@ class RunSpec:
     # The data's fingerprint and the weights' sha256 (heartbench/content.py): stored in the
     # record and compared on resume, not hashed into run_id, so older records keep their ids.
     content: dict[str, Any] = field(default_factory=dict)
+    # false: the trained adapter file is deliberately not written (no command reads it, e.g.
+    # the twins' Full fine-tuning: MBs per run); the record says so (``adapter.kept = false``). Not
+    # part of run_id: it does not change the result.
+    keep_adapter: bool = True
 
     def identity(self) -> dict[str, Any]:
         """What changes this run's result: hashed into run_id."""
         train = {k: v for k, v in self.train.items() if k not in NON_RESULT_TRAIN_KEYS}
-        if train.get("precision") == "fp32":  # the default: runs before the key keep their ids
-            del train["precision"]
+        for key, value in LEGACY_TRAIN.items():  # keys added later, at their legacy value
+            if key in train and train[key] == value:
+                del train[key]
         return {"benchmark": self.benchmark, "task": self.task, "shots": self.shots,
                 "method": self.method, "method_config": self.method_config,
                 "search": self.search, "backbone": self.backbone, "train": train,
@@ -284,7 +295,9 @@ def _build(path: Path, raw: dict[str, Any], data_root: str | None) -> Suite:
                         group=info.group, num_classes=info.num_classes, shots=k,
                         method=entry["name"], label=entry.get("label", _default_label(entry)),
                         method_config=config, grid=grid, search=search, backbone=backbone,
-                        train=method_train, seed=seed, eval_protocol=protocol)
+                        train=method_train, seed=seed, eval_protocol=protocol,
+                        keep_adapter=entry.get("keep_adapter", True))
+                    _check_warmup(path, where, spec)
                     suite.runs.append(_with_id(spec))
     _check_duplicates(path, suite.runs)
     return suite
@@ -323,6 +336,58 @@ def _check_schedule(path: Path, where: str, name: str, config: dict[str, Any],
             check(train["epochs"], train["warmup_epochs"])
         except UserError as err:
             raise UserError(f"{path}: {where}: {name}: {err}") from None
+
+
+# Training images per split where a benchmark fixes them (VTAB-1K and its twin: train800val200,
+# train800 for a val search); few-shot: shots x classes; synth: not planned (a code check).
+VTAB_TRAIN_IMAGES = {"train": 1000, "search_train": 800}
+
+
+def planned_steps(spec: RunSpec, split: str) -> int | None:
+    """Optimiser steps per epoch of ``spec`` on ``split`` ('train' or 'search_train'), or None
+    where the benchmark does not fix its training-set size."""
+    if spec.shots is not None:
+        images = spec.shots * spec.num_classes
+    elif spec.benchmark in ("vtab1k", "vtab_mini"):
+        images = VTAB_TRAIN_IMAGES[split]
+    else:
+        return None
+    t = spec.train
+    return steps_per_epoch(images, t["batch_size"], t["max_train_batches"])
+
+
+# Benchmarks whose runs must train a method before it reads what it needs (the CPU twins,
+# whose short schedules made this go wrong); paper-scale suites follow the paper's schedule,
+# under which Heart-LoRA's scores come after 10 warm-up epochs.
+CHECKED_WARMUP_BENCHMARKS: tuple[str, ...] = ("vtab_mini", "fewshot_mini")
+
+
+def _check_warmup(path: Path, where: str, spec: RunSpec) -> None:
+    """A method's check that its schedule trains before it reads what it needs (Heart-LoRA:
+    the adapters train before the heads are scored), for every training the run does."""
+    from heartbench.adapters import create_method
+
+    if spec.benchmark not in CHECKED_WARMUP_BENCHMARKS:
+        return
+    splits = ["train"] + (["search_train"] if spec.search else [])
+    points = [dict(zip(spec.search, combo)) for combo in itertools.product(*spec.search.values())]
+    for split, point in itertools.product(splits, points or [{}]):
+        steps = planned_steps(spec, split)
+        config = {**spec.method_config, **point}
+        key = json.dumps([spec.method, config, spec.train, steps], sort_keys=True, default=str)
+        if steps is None or key in _WARMUP_CHECKED:
+            continue
+        check = getattr(create_method(spec.method, config), "check_warmup", None)
+        try:
+            if check is not None:
+                check(spec.train, steps)
+        except UserError as err:
+            raise UserError(f"{path}: {where}: {spec.method} on {spec.task}"
+                            f"{f' ({spec.shots} shots)' if spec.shots else ''}: {err}") from None
+        _WARMUP_CHECKED.add(key)
+
+
+_WARMUP_CHECKED: set[str] = set()  # checks passed (method, config, train, steps): asked once
 
 
 def _task(path: Path, where: str, benchmark: str, name: Any, resolve: Any) -> Any:

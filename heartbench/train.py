@@ -2,9 +2,11 @@
 
 Paper defaults (Table 9, protocol.md): AdamW, lr 1e-3 (few-shot 5e-3), weight decay 1e-4 on
 every trainable tensor, batch 64 with drop_last, 100 epochs, timm's CosineLRScheduler with
-10 warm-up epochs (warmup_lr_init 1e-6, lr_min 1e-5) stepped once per epoch, plain
-cross-entropy. Methods get the hooks ``on_train_start``/``on_epoch_start``/``on_epoch_end``
-(Heart-LoRA scores and masks there); the trainer knows nothing of any method.
+10 warm-up epochs (warmup_lr_init 1e-6, lr_min 1e-5) stepped once per epoch (or per
+optimiser step: ``train.warmup_per_step``, heartbench/schedule.py), plain cross-entropy.
+Methods get the hooks ``on_train_start``/``on_epoch_start``/``on_epoch_end`` (Heart-LoRA
+scores and masks there) and ``on_optimizer_step`` (the lr each step used); the trainer
+knows nothing of any method.
 
 Evaluation protocols (named in every record):
 - ``last``: train on train800val200, report the final epoch's test accuracy (default);
@@ -39,6 +41,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 import heartbench
+from heartbench import schedule
 from heartbench.adapters import create_method, save_adapter
 from heartbench.adapters.base import Method
 from heartbench.backbones import Backbone, build_backbone
@@ -288,9 +291,8 @@ def set_up(spec: RunSpec, method_config: dict[str, Any], train_split: str,
     """Seed, build and wire one training, in one fixed order: a run alone
     (:func:`train_phase`) and each run of a pack (``heartbench.pack.Run``) draw the same
     random numbers from it, which is what makes a packed run equal to the run alone."""
-    from timm.scheduler import CosineLRScheduler
-
     from heartbench.data.transforms import batch_recipe
+    from heartbench.schedule import make_scheduler
 
     t = spec.train
     precision = t.get("precision", "fp32")
@@ -305,10 +307,9 @@ def set_up(spec: RunSpec, method_config: dict[str, Any], train_split: str,
                               torch.Generator())
     params = method.trainable_parameters() + backbone.head_parameters()
     optimizer = make_optimizer(method, params, t)
-    scheduler = CosineLRScheduler(optimizer, t_initial=t["epochs"], warmup_t=t["warmup_epochs"],
-                                  warmup_lr_init=t["warmup_lr_init"], lr_min=t["min_lr"])
     steps = len(train_loader) if not t["max_train_batches"] else min(len(train_loader),
                                                                          t["max_train_batches"])
+    scheduler = make_scheduler(optimizer, t, steps)
     method.on_train_start(t["epochs"], t["warmup_epochs"], steps)
     mixer, criterion = batch_recipe(t, spec.num_classes)
     return Phase(precision, device, backbone, method, generator, train_loader, eval_loader,
@@ -339,10 +340,12 @@ def train_phase(spec: RunSpec, method_config: dict[str, Any], train_split: str,
         history, start = state["history"], state["epoch"] + 1
     bar = _bar(range(start, t["epochs"]), progress, f"{spec.task} {spec.label}")
     for epoch in bar:
+        schedule.before_epoch(scheduler, t, epoch, steps)
         method.on_epoch_start(epoch)
         backbone.model.train()
         loss_sum = correct = seen = 0.0
-        for images, labels in itertools.islice(train_loader, steps):
+        lr = optimizer.param_groups[0]["lr"]
+        for index, (images, labels) in enumerate(itertools.islice(train_loader, steps)):
             images, labels = images.to(device), labels.to(device)
             targets = labels
             if mixer is not None:
@@ -356,12 +359,14 @@ def train_phase(spec: RunSpec, method_config: dict[str, Any], train_split: str,
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            lr = optimizer.param_groups[0]["lr"]  # this step's (per epoch: the epoch's)
+            method.on_optimizer_step(lr)
+            schedule.after_step(scheduler, t, epoch, index, steps)
             loss_sum += loss.item() * labels.numel()
             correct += (logits.argmax(-1) == labels).sum().item()
             seen += labels.numel()
         method.on_epoch_end(epoch)
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step(epoch + 1)
+        schedule.after_epoch(scheduler, t, epoch)
         row = {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1),
                "train_acc": 100.0 * correct / max(seen, 1), "lr": lr, "eval_acc": None}
         last = epoch + 1 == t["epochs"]
@@ -434,7 +439,8 @@ def execute(spec: RunSpec, results_dir: str | Path, progress: bool = False,
         return record
     method: Method = result["method"]
     adapter_file = out_dir / f"{spec.run_id}.safetensors"
-    stored = guarded_write(adapter_file, lambda: save_adapter(method, adapter_file))
+    stored = (guarded_write(adapter_file, lambda: save_adapter(method, adapter_file))
+              if spec.keep_adapter else method.stored_bytes())
     record.update(
         status="done", method_config=config,
         metrics={"test_acc": round(result["acc"], 4), "final_test_acc": round(result["final_acc"], 4),
@@ -443,8 +449,9 @@ def execute(spec: RunSpec, results_dir: str | Path, progress: bool = False,
         adapter={"stored_bytes": stored,
                  "head_bytes": sum(p.numel() * p.element_size()
                                    for p in result["backbone"].head_parameters()),
-                 "trainable_params": method.num_trainable(), "file": adapter_file.name,
-                 **adapter_facts(adapter_file)},
+                 "trainable_params": method.num_trainable(),
+                 **(adapter_facts(adapter_file) | {"file": adapter_file.name} if spec.keep_adapter
+                    else {"file": None, "kept": False})},  # kept false: suite keep_adapter
         device=result["device"], wall_time_s=round(time.time() - started, 3),
         peak_rss_bytes=peak_rss_bytes(), **method.record_extras())
     record.update(extra or {})

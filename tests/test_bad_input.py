@@ -161,7 +161,16 @@ CASES = [
                                           "val_meta.list"],
          text=base('benchmark = "synth"=>benchmark = "fewshot_mini"',
                    'tasks = ["colors"]=>tasks = ["animals"]\nshots = [1]\n'
-                   'eval_protocol = "val"'), data="fewshot-no-val"),
+                   'eval_protocol = "val"',
+                   # a twin schedule that trains before Heart-LoRA scores (1 step/epoch)
+                   'epochs = 2=>epochs = 3',
+                   'warmup_epochs = 1=>warmup_epochs = 2\nwarmup_per_step = true'),
+         data="fewshot-no-val"),
+    Case("heart-scored-before-training", ["{suite}", "methods[0]: heart_lora on animals",
+                                          "would not have trained",
+                                          "set train.warmup_per_step = true"],
+         text=base('benchmark = "synth"=>benchmark = "vtab_mini"',
+                   'tasks = ["colors"]=>tasks = ["animals"]')),
     Case("corrupt-image", ["image {data}/colors/images/train/", "cannot be decoded",
                            "Truncated"], text=VALID, data="corrupt"),
     # -- the results directory ----------------------------------------------------------------

@@ -147,6 +147,9 @@ class Method:
     def on_epoch_end(self, epoch: int) -> None:
         """Called after each epoch's optimisation steps (0-based)."""
 
+    def on_optimizer_step(self, lr: float) -> None:
+        """Called after each optimiser step, with the learning rate that step used."""
+
     def nominal_state(self) -> None:
         """Put an untrained method in the shape its stored size is reported for.
 

@@ -55,6 +55,11 @@ WINDOWS = ("last_step", "epoch")
 L2_SOURCES = ("latent", "forward")
 # The per-head quantities gathered from gradients; every score variant derives from them.
 RAW = ("taylor", "weight_l2", "grad_l2")
+# Planning refuses a run whose heads would be scored on adapters that have not trained:
+# fewer optimiser steps before the scores are read, or a mean lr of those steps under this
+# fraction of train.lr (one per-epoch warm-up epoch: every step at warmup_lr_init).
+MIN_STEPS_BEFORE_SCORING = 1
+MIN_LR_FRACTION_BEFORE_SCORING = 0.25
 
 
 @dataclass
@@ -113,6 +118,10 @@ class HeartLoRA(BiLoRA):
         self.heads = [site.num_heads for site in backbone.sites]
         self.mask_epoch = self.config.mask_epoch
         self.mask: list[list[int]] | None = None
+        # Optimiser steps taken and the sum of their learning rates, and both as they were
+        # when the scores were last read (before that read's step was applied).
+        self.trained: tuple[int, float] = (0, 0.0)
+        self.read_at: tuple[int, float] | None = None
         self._reset_scores()
 
     def check_backbone(self, backbone: Backbone) -> None:
@@ -148,6 +157,7 @@ class HeartLoRA(BiLoRA):
                 self._keep("weight_l2", layer, t, w.norm(dim=1))
                 self._keep("grad_l2", layer, t, g.norm(dim=1))
             if t == 0:
+                self.read_at = self.trained
                 self.steps[layer] = self.steps[layer] + 1 if (
                     self.config.score_window == "epoch") else 1
         return listen
@@ -179,6 +189,8 @@ class HeartLoRA(BiLoRA):
 
     def compute_mask(self) -> list[list[int]]:
         """The head mask (1 = update kept) per layer from the current scores."""
+        if self.read_at is None:  # masked before any read (mask_epoch 0)
+            self.read_at = self.trained
         mask = [[1] * h for h in self.heads]
         groups: dict[int, list[int]] = defaultdict(list)
         for layer, heads in enumerate(self.heads):
@@ -250,6 +262,25 @@ class HeartLoRA(BiLoRA):
                     f" index mask_epoch = {self.mask_epoch}, but training ended before it")
         return None
 
+    def check_warmup(self, train: dict[str, Any], steps_per_epoch: int) -> None:
+        """Refuse a schedule under which the scores would be read on untrained adapters
+        (planning calls this with the run's train keys and planned steps per epoch)."""
+        from heartbench.schedule import planned_lrs
+
+        c = self.config
+        if c.score in ("front", "random") or (c.ne == 0 and c.ratio == 0):
+            return  # no mask, or one that ignores the scores
+        mask_epoch = c.mask_epoch if c.mask_epoch >= 0 else train["warmup_epochs"]
+        before = max(mask_epoch * steps_per_epoch - 1, 0)  # the last read is the last step's
+        lrs = planned_lrs(train, steps_per_epoch, before)
+        mean = sum(lrs) / len(lrs) if lrs else 0.0
+        require(len(lrs) >= MIN_STEPS_BEFORE_SCORING
+                and mean >= MIN_LR_FRACTION_BEFORE_SCORING * train["lr"],
+                f"heads would be scored after {len(lrs)} optimiser steps at mean lr {mean:.3g},"
+                f" under {MIN_LR_FRACTION_BEFORE_SCORING} x train.lr ({train['lr']:g}): the"
+                " adapters would not have trained; set train.warmup_per_step = true or more"
+                " train.warmup_epochs")
+
     def on_train_start(self, epochs: int, warmup_epochs: int, steps_per_epoch: int) -> None:
         self._check_scoring(warmup_epochs)
         if self.mask_epoch < 0:
@@ -261,9 +292,21 @@ class HeartLoRA(BiLoRA):
         last_warmup = self.mask_epoch - 1
         return epoch == last_warmup or (self.config.recompute and epoch > last_warmup)
 
+    def on_optimizer_step(self, lr: float) -> None:
+        self.trained = (self.trained[0] + 1, self.trained[1] + lr)
+
+    def before_scoring(self) -> dict[str, Any]:
+        """Optimiser steps applied before the last weight/gradient read that entered the
+        scores (the mask's, when nothing was read), and their mean learning rate (None when
+        there was no step)."""
+        steps, lr_sum = self.read_at if self.read_at is not None else self.trained
+        return {"steps_before_scoring": steps,
+                "mean_lr_before_scoring": lr_sum / steps if steps else None}
+
     def on_epoch_start(self, epoch: int) -> None:
         if self._scoring_epoch(epoch):
             self._reset_scores()
+            self.read_at = None
             self.listen(True)
 
     def on_epoch_end(self, epoch: int) -> None:
@@ -280,16 +323,19 @@ class HeartLoRA(BiLoRA):
             "mask_epoch": self.mask_epoch, "targets": self.targets,
             "heads_per_layer": self.heads,
             "scores": {k: [s.tolist() for s in self.scores(k)] for k in RAW},
-            "mask": self.mask,
+            "mask": self.mask, **self.before_scoring(),
         }}
 
     def extra_state(self) -> dict[str, Any]:
         return {"raw": self.raw, "steps": self.steps, "mask": self.mask,
-                "mask_epoch": self.mask_epoch}
+                "mask_epoch": self.mask_epoch, "trained": self.trained, "read_at": self.read_at}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.raw, self.steps = state["raw"], state["steps"]
         self.mask_epoch = state["mask_epoch"]
+        self.trained = tuple(state.get("trained", (0, 0.0)))
+        read_at = state.get("read_at")
+        self.read_at = tuple(read_at) if read_at is not None else None
         if state["mask"] is not None:
             self.apply_mask(state["mask"])
 

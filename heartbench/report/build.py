@@ -128,6 +128,10 @@ def build(results_dir: Path, out: Path, source: str = "both", baselines_dir: Pat
 
     generated: list[str] = []
     models = tables.table_models(records, reported, source=source, tolerance=tolerance)
+    if source != "reported":
+        from heartbench.report.stability import table_models as stability_tables
+
+        models += stability_tables(records)
     for model in models:
         _write(out / f"{model.name}.tex", latex.render(model))
         generated.append(f"{model.name}.tex")

@@ -129,3 +129,29 @@ _BY_NUMBER: dict[int, TableSpec] = {spec.number: spec for spec in TABLES}
 def table_spec(number: int) -> TableSpec:
     """The registry's entry for the paper's table ``number``."""
     return _BY_NUMBER[number]
+
+
+@dataclass(frozen=True)
+class TwinTableSpec:
+    """A measured-only table of the CPU twin that the paper does not have (numbered T7 on)."""
+
+    number: int
+    key: str  # what it shows, for file names: table<number>_<benchmark>.tex
+    caption: str  # the fixed part; the builder adds what the records say (old masks, seeds)
+    template: str  # in heartbench/report/templates/
+
+
+TWIN_TABLES: tuple[TwinTableSpec, ...] = (
+    TwinTableSpec(
+        number=7,
+        key="mask_stability",
+        caption="Mask stability of Heart-LoRA on the CPU twin: per task, the mean pairwise "
+                "Jaccard index of the masked (layer, head) sets over the row's seeds; Chance "
+                "is its exact expectation for masks drawn at random with the same structure "
+                "(ne heads of each unit: global, all layers alike; per layer, each layer "
+                "apart); lr is the mean learning rate of the optimiser steps before the scores "
+                "were read. No bold: nothing is ranked.",
+        template="table_tasks.tex.j2",
+    ),
+)
+

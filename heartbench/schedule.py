@@ -1,0 +1,92 @@
+"""The learning-rate schedule: timm's CosineLRScheduler, stepped per epoch or per step.
+
+Per epoch (the default; Table 9 and the reference loops): epoch ``e`` trains at the
+schedule's value at ``t = e`` epochs, so a warm-up of ``warmup_epochs`` epochs rises from
+``warmup_lr_init`` in whole-epoch stairs (one warm-up epoch: every warm-up step at
+``warmup_lr_init``).
+
+Per step (``train.warmup_per_step = true``, the twins): the same cosine with warm-up,
+counted in optimiser steps (``t_initial = epochs * S``, ``warmup_t = warmup_epochs * S``
+for ``S`` steps per epoch), and step ``g`` (0-based over the run) trains at the value at
+``t = g + 1``: the warm-up rises linearly from ``warmup_lr_init`` and its steps train at
+``lr * k / W`` (k = 1 .. W-1) before the cosine takes over, so a one-epoch warm-up of a
+short twin run really trains the adapters before Heart-LoRA reads its scores.
+
+Legacy: records stored before ``warmup_per_step`` existed stepped per epoch
+(:data:`LEGACY_TRAIN`); the key is left out of a run's identity when it has that value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Train keys added after records were stored, with the value that gives the old behaviour.
+LEGACY_TRAIN: dict[str, Any] = {"warmup_per_step": False}
+
+
+def per_step(train: dict[str, Any]) -> bool:
+    """Whether the schedule is stepped per optimiser step (else per epoch)."""
+    return bool(train.get("warmup_per_step", LEGACY_TRAIN["warmup_per_step"]))
+
+
+def steps_per_epoch(images: int, batch_size: int, max_train_batches: int = 0) -> int:
+    """Training batches per epoch as the trainer's loader gives them (drop_last when the split
+    holds at least one batch), capped by ``max_train_batches`` (0: no cap)."""
+    steps = images // batch_size if images >= batch_size else (1 if images > 0 else 0)
+    return min(steps, max_train_batches) if max_train_batches else steps
+
+
+def make_scheduler(optimizer: Any, train: dict[str, Any], steps: int) -> Any:
+    """The run's scheduler, already at the first step's learning rate."""
+    from timm.scheduler import CosineLRScheduler
+
+    if not per_step(train):
+        return CosineLRScheduler(optimizer, t_initial=train["epochs"],
+                                 warmup_t=train["warmup_epochs"],
+                                 warmup_lr_init=train["warmup_lr_init"], lr_min=train["min_lr"])
+    scheduler = CosineLRScheduler(optimizer, t_initial=train["epochs"] * steps,
+                                  warmup_t=train["warmup_epochs"] * steps,
+                                  warmup_lr_init=train["warmup_lr_init"],
+                                  lr_min=train["min_lr"], t_in_epochs=False)
+    scheduler.step_update(1)
+    return scheduler
+
+
+def after_step(scheduler: Any, train: dict[str, Any], epoch: int, index: int, steps: int
+               ) -> None:
+    """After optimiser step ``index`` of ``epoch``: per step, set the next step's lr."""
+    if per_step(train):
+        scheduler.step_update(epoch * steps + index + 2)
+
+
+def before_epoch(scheduler: Any, train: dict[str, Any], epoch: int, steps: int) -> None:
+    """Before ``epoch``'s first step: per step, its lr (a resumed run starts here)."""
+    if per_step(train):
+        scheduler.step_update(epoch * steps + 1)
+
+
+def after_epoch(scheduler: Any, train: dict[str, Any], epoch: int) -> None:
+    """After ``epoch``: per epoch, set the next epoch's lr."""
+    if not per_step(train):
+        scheduler.step(epoch + 1)
+
+
+def planned_lrs(train: dict[str, Any], steps: int, count: int, base_lr: float | None = None
+                ) -> list[float]:
+    """The learning rates of the run's first ``count`` optimiser steps, from the same scheduler
+    the trainer builds (a dummy parameter; ``base_lr`` defaults to ``train["lr"]``)."""
+    import torch
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=train["lr"] if base_lr is None else base_lr)
+    scheduler = make_scheduler(optimizer, train, steps)
+    lrs: list[float] = []
+    for epoch in range(train["epochs"]):
+        before_epoch(scheduler, train, epoch, steps)
+        for index in range(steps):
+            if len(lrs) == count:
+                return lrs
+            lrs.append(float(optimizer.param_groups[0]["lr"]))
+            after_step(scheduler, train, epoch, index, steps)
+        after_epoch(scheduler, train, epoch)
+    return lrs
