@@ -113,7 +113,8 @@ def check_inputs(suite: Any, runs: list[Any], deep: bool = False) -> None:
     if weights not in (None, "timm"):
         from heartbench.backbones import check_weights_file
 
-        check_weights_file(Path(weights), suite.backbone["name"], suite.backbone["kwargs"])
+        check_weights_file(Path(weights), suite.backbone["name"], suite.backbone["kwargs"],
+                           pre_logits=suite.backbone.get("pre_logits", False))
 
 
 def check_device(suite: Any, runs: list[Any], executor: str) -> None:

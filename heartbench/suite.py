@@ -4,7 +4,8 @@ Schema (every key optional unless marked; README.md "Suites" has the long form):
 
     [suite]      name, description, benchmark*, data_root*, data_command (what makes the data,
                  named when it is missing; {root}, {tasks}), tasks, seeds, eval_protocol, shots
-    [backbone]   name*, weights, drop_path_rate, kwargs
+    [backbone]   name*, weights, drop_path_rate, kwargs, pre_logits (the paper's ViT-B/16
+                 representation layer, loaded from the .npz: backbones.PreLogits)
     [train]      epochs, warmup_epochs, lr, weight_decay, batch_size, warmup_lr_init, min_lr,
                  normalize, eval_every, num_workers, device, max_train_batches, precision
     [launcher]   executor, jobs (local worker processes), threads (torch threads per job),
@@ -74,7 +75,8 @@ SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "suite": {"name": str, "description": str, "benchmark": str, "data_root": str,
               "data_command": str,
               "tasks": list, "seeds": list, "eval_protocol": str, "shots": list},
-    "backbone": {"name": str, "weights": str, "drop_path_rate": (int, float), "kwargs": dict},
+    "backbone": {"name": str, "weights": str, "drop_path_rate": (int, float), "kwargs": dict,
+                 "pre_logits": bool},
     "train": {k: (int, float) if isinstance(v, float) else type(v)
               for k, v in {**TRAIN_DEFAULTS, **FEWSHOT_RECIPE}.items()},
     "launcher": {"executor": str, "jobs": int, "threads": int, "timeout_min": int, "partition": str,
@@ -353,9 +355,14 @@ def _backbone(path: Path, table: dict[str, Any]) -> dict[str, Any]:
     weights = table.get("weights")
     if weights not in (None, "timm"):
         weights = os.path.expandvars(os.path.expanduser(weights))
-    return {"name": table["name"], "weights": weights,
-            "drop_path_rate": float(table.get("drop_path_rate", 0.1)),
-            "kwargs": dict(table.get("kwargs", {}))}
+    out = {"name": table["name"], "weights": weights,
+           "drop_path_rate": float(table.get("drop_path_rate", 0.1)),
+           "kwargs": dict(table.get("kwargs", {}))}
+    # The paper's representation layer (backbones.PreLogits): in the run's identity only when
+    # present, so runs on backbones without it (every committed twin record) keep their ids.
+    if table.get("pre_logits", False):
+        out["pre_logits"] = True
+    return out
 
 
 def _heads(path: Path, backbone: dict[str, Any]) -> Any:
@@ -363,7 +370,8 @@ def _heads(path: Path, backbone: dict[str, Any]) -> Any:
     from heartbench.backbones import meta_backbone
 
     try:
-        built = meta_backbone(backbone["name"], **backbone["kwargs"])
+        built = meta_backbone(backbone["name"], pre_logits=backbone.get("pre_logits", False),
+                              **backbone["kwargs"])
     except UserError:
         raise
     except Exception as err:  # timm rejects impossible shapes with assorted exceptions

@@ -120,7 +120,8 @@ def build(spec: RunSpec, method_config: dict[str, Any], device: torch.device
           ) -> tuple[Backbone, Method]:
     b = spec.backbone
     backbone = build_backbone(b["name"], spec.num_classes, weights=b["weights"],
-                              drop_path_rate=b["drop_path_rate"], **b["kwargs"])
+                              drop_path_rate=b["drop_path_rate"],
+                              pre_logits=b.get("pre_logits", False), **b["kwargs"])
     method = create_method(spec.method, method_config)
     method.attach(backbone)
     backbone.model.to(device)
