@@ -413,7 +413,7 @@ def train_pack(specs: list[RunSpec], ckpts: list[Path | None]) -> list[Run]:
             with run.rng.active():
                 run.method.on_epoch_end(epoch)
             lr = run.optimizer.param_groups[0]["lr"]
-            run.scheduler.step(epoch + 1)
+            tr.step_schedule(run.scheduler, epoch, run.spec.train)
             loss_sum, correct, seen = run.sums
             run.history.append({"epoch": epoch + 1, "loss": loss_sum / max(seen, 1),
                                 "train_acc": 100.0 * correct / max(seen, 1), "lr": lr,

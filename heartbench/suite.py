@@ -7,7 +7,8 @@ Schema (every key optional unless marked; README.md "Suites" has the long form):
     [backbone]   name*, weights, drop_path_rate, kwargs, pre_logits (the paper's ViT-B/16
                  representation layer, loaded from the .npz: backbones.PreLogits)
     [train]      epochs, warmup_epochs, lr, weight_decay, batch_size, warmup_lr_init, min_lr,
-                 normalize, eval_every, num_workers, device, max_train_batches, precision
+                 normalize, eval_every, num_workers, device, max_train_batches, precision,
+                 schedule_step
     [launcher]   executor, jobs (local worker processes), threads (torch threads per job),
                  timeout_min, partition,
                  gpus_per_node, cpus_per_task, mem_gb, array_parallelism, runs_per_task,
@@ -60,8 +61,17 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "device": "auto",
     "max_train_batches": 0,  # 0: all; > 0 caps steps per epoch (quick checks only)
     "precision": "fp32",  # "fp32" as the reference code; "tf32" or "bf16" (autocast) opt-in
+    # "reference": timm's scheduler.step(epoch) after epoch `epoch`, as the reference loops
+    # (PETL-ViT, FacT, RepAdapter): epochs 0 and 1 both train at warmup_lr_init.
+    # "next_epoch": step(epoch + 1), heartbench's stepping before the key (LEGACY_TRAIN).
+    "schedule_step": "reference",
 }
 PRECISIONS = ("fp32", "tf32", "bf16")
+SCHEDULE_STEPS = ("reference", "next_epoch")
+# Train keys added after the committed records, with the value that reproduces them: a
+# record that lacks one is completed with it (train.spec_from_record), and a run's identity
+# leaves the key out while it holds that value, so suites that set it keep their run ids.
+LEGACY_TRAIN: dict[str, Any] = {"schedule_step": "next_epoch"}
 # NOAH's few-shot recipe (protocol.md; its argparse defaults): Mixup 0.8 / CutMix 1.0 with
 # label smoothing 0.1, RandomErasing 0.25, no ColorJitter next to RandAugment (timm drops it).
 # Only few-shot runs carry these keys, so VTAB runs keep their identity.
@@ -115,11 +125,15 @@ class RunSpec:
 
     def identity(self) -> dict[str, Any]:
         """What changes this run's result: hashed into run_id."""
-        train = {k: v for k, v in self.train.items() if k not in NON_RESULT_TRAIN_KEYS}
+        from heartbench.adapters.base import identity_config
+
+        train = {k: v for k, v in self.train.items() if k not in NON_RESULT_TRAIN_KEYS
+                 and not (k in LEGACY_TRAIN and v == LEGACY_TRAIN[k])}
         if train.get("precision") == "fp32":  # the default: runs before the key keep their ids
             del train["precision"]
         return {"benchmark": self.benchmark, "task": self.task, "shots": self.shots,
-                "method": self.method, "method_config": self.method_config,
+                "method": self.method,
+                "method_config": identity_config(self.method, self.method_config),
                 "search": self.search, "backbone": self.backbone, "train": train,
                 "seed": self.seed, "eval_protocol": self.eval_protocol}
 
@@ -338,6 +352,9 @@ def _check_train(path: Path, where: str, train: dict[str, Any]) -> None:
     if train["precision"] not in PRECISIONS:
         raise UserError(f"{path}: {where}.precision must be one of {', '.join(PRECISIONS)},"
                         f" got {train['precision']!r}")
+    if train["schedule_step"] not in SCHEDULE_STEPS:
+        raise UserError(f"{path}: {where}.schedule_step must be one of"
+                        f" {', '.join(SCHEDULE_STEPS)}, got {train['schedule_step']!r}")
     if train["device"] not in ("auto", "cpu", "cuda"):
         raise UserError(f"{path}: {where}.device must be 'auto', 'cpu' or 'cuda', got {train['device']!r}")
 

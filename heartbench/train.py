@@ -43,7 +43,7 @@ from heartbench.adapters import create_method, save_adapter
 from heartbench.adapters.base import Method
 from heartbench.backbones import Backbone, build_backbone
 from heartbench.errors import UserError
-from heartbench.suite import RunSpec
+from heartbench.suite import LEGACY_TRAIN, RunSpec
 
 T = TypeVar("T")
 VTAB_SPLITS = {"train": "train800val200", "search_train": "train800", "search_val": "val200",
@@ -252,6 +252,15 @@ def set_matmul_precision(precision: str) -> None:
     torch.set_float32_matmul_precision("high" if tf32 else "highest")
 
 
+def step_schedule(scheduler: Any, epoch: int, train: dict[str, Any]) -> None:
+    """Step the per-epoch schedule after epoch ``epoch`` (0-based): ``scheduler.step(epoch)``
+    as the reference loops do (``train.schedule_step = "reference"``: epochs 0 and 1 both
+    train at warmup_lr_init), or ``step(epoch + 1)`` (``"next_epoch"``, the stepping of the
+    records from before the key; a train dict without the key is one of those)."""
+    mode = train.get("schedule_step", LEGACY_TRAIN["schedule_step"])
+    scheduler.step(epoch if mode == "reference" else epoch + 1)
+
+
 def make_optimizer(method: Method, params: list[nn.Parameter], train: dict[str, Any]
                    ) -> torch.optim.Optimizer:
     """The method's own optimiser if it has one (Full: VPT's SGD), else AdamW (Table 9)."""
@@ -358,7 +367,7 @@ def train_phase(spec: RunSpec, method_config: dict[str, Any], train_split: str,
             seen += labels.numel()
         method.on_epoch_end(epoch)
         lr = optimizer.param_groups[0]["lr"]
-        scheduler.step(epoch + 1)
+        step_schedule(scheduler, epoch, t)
         row = {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1),
                "train_acc": 100.0 * correct / max(seen, 1), "lr": lr, "eval_acc": None}
         last = epoch + 1 == t["epochs"]
@@ -553,16 +562,18 @@ LEGACY_FEWSHOT_TRAIN: dict[str, Any] = {"mixup": 0.0, "cutmix": 0.0, "label_smoo
 
 
 def spec_from_record(record: dict[str, Any]) -> RunSpec:
-    """The record's run, its method config and few-shot train keys completed with the legacy
-    values of keys added after it was stored (adapters.base.complete_stored_config)."""
+    """The record's run, its method config and train keys (suite.LEGACY_TRAIN, few-shot:
+    LEGACY_FEWSHOT_TRAIN) completed with the legacy values of keys added after it was
+    stored (adapters.base.complete_stored_config)."""
     from heartbench.adapters.base import complete_stored_config
 
     fields = RunSpec.__dataclass_fields__
     values = {k: record[k] for k in fields if k in record}
     values["method_config"] = complete_stored_config(record["method"],
                                                      record.get("method_config") or {})
+    values["train"] = {**LEGACY_TRAIN, **record["train"]}
     if record.get("shots") is not None:
-        values["train"] = {**LEGACY_FEWSHOT_TRAIN, **record["train"]}
+        values["train"] = {**LEGACY_FEWSHOT_TRAIN, **values["train"]}
     return RunSpec(**values)
 
 
