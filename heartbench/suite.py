@@ -13,7 +13,8 @@ Schema (every key optional unless marked; README.md "Suites" has the long form):
                  timeout_min, partition,
                  gpus_per_node, cpus_per_task, mem_gb, array_parallelism, runs_per_task,
                  slurm_extra, pack (train up to K compatible runs as one model: pack.py)
-    [[methods]]  name*, label, config, grid, per_task, tasks, seeds, train
+    [[methods]]  name*, label, config, grid, per_task, tasks, seeds, train, eval_protocol (the
+                 suite's unless set: a row whose source chose on val200, e.g. VPT's rows)
 
 Expansion: for each method entry, task, grid point, seed (and shot count for few-shot
 benchmarks) one :class:`RunSpec`. ``per_task.<task>`` values override ``config`` and
@@ -93,7 +94,7 @@ SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
                  "gpus_per_node": int, "cpus_per_task": int, "mem_gb": (int, float), "array_parallelism": int,
                  "runs_per_task": int, "slurm_extra": dict, "pack": int},
     "methods": {"name": str, "label": str, "config": dict, "grid": dict, "per_task": dict,
-                "tasks": list, "seeds": list, "train": dict},
+                "tasks": list, "seeds": list, "train": dict, "eval_protocol": str},
 }
 REQUIRED = {"suite": ("benchmark", "data_root"), "backbone": ("name",), "methods": ("name",)}
 
@@ -137,10 +138,17 @@ class RunSpec:
                 "search": self.search, "backbone": self.backbone, "train": train,
                 "seed": self.seed, "eval_protocol": self.eval_protocol}
 
+    @property
+    def searched(self) -> int:
+        """Configurations this run trains before its final one: under eval_protocol "val"
+        each point of its search grid (train800, scored on val200), else none."""
+        return math.prod(len(v) for v in self.search.values()) if self.search else 0
+
     def describe(self) -> str:
         grid = " ".join(f"{k}={v}" for k, v in sorted(self.grid.items()))
         shots = f" shots={self.shots}" if self.shots is not None else ""
-        return f"{self.run_id}  {self.task:<22} {self.label:<18} seed={self.seed}{shots} {grid}"
+        return (f"{self.run_id}  {self.task:<22} {self.label:<18} seed={self.seed}{shots}"
+                f" search={self.searched} {grid}").rstrip()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -277,13 +285,17 @@ def _build(path: Path, raw: dict[str, Any], data_root: str | None) -> Suite:
                         for t in entry.get("tasks", tasks)]
         method_seeds = _int_list(path, f"{where}.seeds", entry.get("seeds", seeds))
         method_train = {**train, **entry.get("train", {})}
+        method_protocol = entry.get("eval_protocol", protocol)
+        if method_protocol not in EVAL_PROTOCOLS:
+            raise UserError(f"{path}: {where}.eval_protocol:"
+                            f" {one_of('protocol', method_protocol, EVAL_PROTOCOLS)}")
         _check_table(path, f"{where}.train", entry.get("train", {}), SCHEMA["train"])
         _check_train(path, f"{where}.train", method_train)
         heads = heads or _heads(path, backbone)
         for task in method_tasks:
             info = tasks_info[task]
-            for config, grid, search in _expand(path, where, entry, benchmark, task, protocol,
-                                                heads):
+            for config, grid, search in _expand(path, where, entry, benchmark, task,
+                                                method_protocol, heads):
                 _check_schedule(path, where, entry["name"], config, search, method_train)
                 for seed, k in itertools.product(method_seeds, shots):
                     spec = RunSpec(
@@ -291,7 +303,7 @@ def _build(path: Path, raw: dict[str, Any], data_root: str | None) -> Suite:
                         group=info.group, num_classes=info.num_classes, shots=k,
                         method=entry["name"], label=entry.get("label", _default_label(entry)),
                         method_config=config, grid=grid, search=search, backbone=backbone,
-                        train=method_train, seed=seed, eval_protocol=protocol)
+                        train=method_train, seed=seed, eval_protocol=method_protocol)
                     suite.runs.append(_with_id(spec))
     _check_duplicates(path, suite.runs)
     return suite
