@@ -183,8 +183,11 @@ def print_plan(suite: Any, runs: list[Any], seconds: float) -> None:
     labels = len({r.label for r in runs})
     epochs = sum(r.train["epochs"] * phases(r) for r in runs)
     searched = sum(phases(r) - 1 for r in runs)
-    search = (f", plus {searched} search trainings (each grid point on train800, scored on"
-              " val200)") if searched else ""
+    from heartbench.suite import FEWSHOT_BENCHMARKS
+
+    where = ("the k-shot train set, scored on val" if suite.benchmark in FEWSHOT_BENCHMARKS
+             else "train800, scored on val200")
+    search = f", plus {searched} search trainings (each grid point on {where})" if searched else ""
     protocols = ", ".join(sorted({r.eval_protocol for r in runs} or {suite.eval_protocol}))
     print(f"plan: {len(runs)} runs ({tasks} tasks x {labels} methods/variants, grids and seeds"
           f" expanded){search}, {epochs} training epochs in all; suite {suite.name}, benchmark"

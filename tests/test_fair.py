@@ -106,3 +106,19 @@ def test_tables_build_the_fair_comparison_from_fair_records_only(tmp_path: Path)
     assert "1-shot & 2-shot" in few
     assert "LoRA {\\scriptsize [4/val]} & 31.0 & 32.0 \\\\" in few
     assert "MoRA {\\scriptsize [4/val]} & \\textbf{36.0} & \\textbf{37.0} \\\\" in few
+
+
+@pytest.mark.parametrize("step, noted", [(None, True), ("next_epoch", True),
+                                         ("reference", False)])
+def test_caption_names_the_legacy_schedule_stepping(tmp_path: Path, step: str | None,
+                                                    noted: bool) -> None:
+    """Records from before train.schedule_step (or with its legacy value) stepped the lr
+    schedule one epoch ahead of the reference loops: their table says so."""
+    records = [rec(t, "LoRA", acc=60.0) for t in MINI]
+    for r in records:
+        if step is not None:
+            r["train"]["schedule_step"] = step
+    results = write_all(tmp_path / "res", records)
+    build.build(results, tmp_path / "out", source="measured", figures=False, pdf="skip")
+    text = (tmp_path / "out" / "table1_vtab_mini.tex").read_text()
+    assert ("one epoch ahead of the reference loops" in text) == noted

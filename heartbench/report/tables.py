@@ -82,6 +82,7 @@ from heartbench.report.stats import (
     deviations,
 )
 from heartbench.report.table_specs import TABLES, TableSpec, table_spec
+from heartbench.report.variants import legacy_schedule
 
 PROTOCOL_TEXT: dict[str, str] = {
     "last": "last-epoch test accuracy",
@@ -164,6 +165,9 @@ def block_description(block: MeasuredBlock) -> str:
                      f"{tasks}.")
     if block.recipe:
         parts.append(f"Trained off the paper's recipe (README): {tex('; '.join(block.recipe))}.")
+    if any(legacy_schedule(r) for row in block.rows for c in row.cells.values() for r in c.records):
+        parts.append("Some rows stepped the lr schedule one epoch ahead of the reference loops "
+                     "(train.schedule\\_step next\\_epoch; docs/recipes.md).")
     if table_spec(block.table).size:
         parts.append("Size: MB = $2^{20}$ bytes of stored adapter, head excluded.")
     return " ".join(parts)

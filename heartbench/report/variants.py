@@ -32,6 +32,12 @@ def recipe_deviations(record: dict) -> list[tuple[str, Any, Any]]:
     return out
 
 
+def legacy_schedule(record: dict) -> bool:
+    """Whether the run stepped its schedule one epoch ahead of the reference loops
+    (``train.schedule_step`` "next_epoch"; a record from before the key did)."""
+    return (record.get("train") or {}).get("schedule_step", "next_epoch") == "next_epoch"
+
+
 def is_fair(record: dict) -> bool:
     """A record of a fair-protocol suite (``suites/*_fair.toml``: equal budgets, chosen on
     val200): it feeds the fair comparison tables only, never the paper's tables or figures."""
