@@ -401,8 +401,8 @@ def _heads(path: Path, backbone: dict[str, Any]) -> Any:
     try:
         built = meta_backbone(backbone["name"], pre_logits=backbone.get("pre_logits", False),
                               **backbone["kwargs"])
-    except UserError:
-        raise
+    except UserError as err:
+        raise UserError(f"{path}: {err}") from None
     except Exception as err:  # timm rejects impossible shapes with assorted exceptions
         raise UserError(f"{path}: backbone.kwargs {backbone['kwargs']} do not build"
                         f" {backbone['name']!r}: {type(err).__name__}: {err}") from None

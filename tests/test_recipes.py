@@ -227,3 +227,34 @@ def test_old_records_complete_to_their_recipe() -> None:
     adapter = spec_from_record({**record, "method": "adapter",
                                 "method_config": {"hidden": 8}})
     assert adapter.method_config["init"] == "zero_up"
+
+
+@pytest.mark.parametrize("extra, expected", [
+    ('[train]\nschedule_step = "epoch"\n', "train.schedule_step must be one of reference,"
+                                           " next_epoch, got 'epoch'"),
+    ('[[methods]]\nname = "lora"\neval_protocol = "vall"\n', "methods[1].eval_protocol:"),
+    ('[[methods]]\nname = "linear"\nconfig = { optimizer = "adam" }\n',
+     "optimizer must be one of sgd, vpt_adamw, adamw, got 'adam'"),
+])
+def test_recipe_key_mistakes_are_one_line(tmp_path: Path, extra: str, expected: str) -> None:
+    from heartbench.errors import UserError
+
+    path = tmp_path / "bad.toml"
+    path.write_text('[suite]\nbenchmark = "synth"\ndata_root = "d"\ntasks = ["colors"]\n'
+                    '[backbone]\nname = "vit_test"\n[[methods]]\nname = "lora"\n' + extra)
+    with pytest.raises(UserError) as info:
+        load_suite(path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and expected in message
+
+
+def test_pre_logits_on_swin_is_one_line(tmp_path: Path) -> None:
+    from heartbench.errors import UserError
+
+    path = tmp_path / "swin.toml"
+    path.write_text('[suite]\nbenchmark = "synth"\ndata_root = "d"\ntasks = ["colors"]\n'
+                    '[backbone]\nname = "swin_test"\npre_logits = true\n'
+                    '[[methods]]\nname = "lora"\n')
+    with pytest.raises(UserError, match="only a ViT has a representation layer") as info:
+        load_suite(path)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
