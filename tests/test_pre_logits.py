@@ -148,3 +148,29 @@ def test_suite_pre_logits_enters_identity_only_when_present(tmp_path: Path) -> N
     plain, explicit_off, on = suite(""), suite("pre_logits = false"), suite("pre_logits = true")
     assert "pre_logits" not in plain.backbone and plain.run_id == explicit_off.run_id
     assert on.backbone["pre_logits"] is True and on.run_id != plain.run_id
+
+
+def test_packed_runs_with_pre_logits_equal_each_run_alone(tmp_path: Path) -> None:
+    """The representation layer is a frozen tensor the runs of a pack share (heartbench.pack):
+    each packed run still equals the run alone."""
+    from safetensors.torch import save_file
+    from test_pack import assert_same_run, specs_for
+
+    from heartbench import pack
+    from heartbench import train as tr
+    from heartbench.data.synth import write_synth
+
+    write_synth(tmp_path / "synth", tasks=["colors"])
+    torch.manual_seed(123)
+    model = build_backbone("vit_test", 4, pre_logits=True).model
+    weights = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    # specs_for writes `weights = "<weights>"`: close the string, add the key, comment the rest.
+    _, specs = specs_for(tmp_path, tmp_path / "synth", "lora", "rank = 4",
+                         weights=f'{weights}"\npre_logits = true\n#"')
+    assert all(s.backbone["pre_logits"] for s in specs)
+    alone = [tr.train_phase(s, s.method_config, "train", "test", None) for s in specs]
+    assert all(r["backbone"].model.pre_logits.fc.weight.equal(model.pre_logits.fc.weight)
+               for r in alone)
+    for result, run in zip(alone, pack.train_pack(specs, [None] * len(specs))):
+        assert_same_run(result, run)
