@@ -27,11 +27,12 @@ be 12 x (6,144 + 8 + 6,144 + 768) = 156,768 = 0.598 MiB ("0.60"), so the Size co
 weights only: we default to no biases to match it (AdaptFormer's row in Table 1, 0.56 MB,
 is also bias-free, as in the Bi-LoRA code the paper follows).
 
-Few-shot (Figure 2's Adapter row comes from NOAH): NOAH's adapter (``lib/adapter_super.py``,
-``AdapterSuper``): the same placement (``x + mlp_out + s * adapter(mlp_out)``), with
-``activation="quick_gelu"`` (x * sigmoid(1.702 x)), ``bias=True`` and ``init="xavier"``
-(xavier-uniform weights on both projections, biases normal with std 1e-6): what
-``suites/fewshot*.toml`` set. ``init="zero_up"`` (the default) is the Pfeiffer form above.
+Few-shot (Figure 2's Adapter row comes from NOAH): NOAH's adapter
+(``model/module/adapter_super.py``, ``AdapterSuper``): the same placement
+(``x + mlp_out + s * adapter(mlp_out)``), with ``activation="quick_gelu"``
+(x * sigmoid(1.702 x)), ``bias=True`` and ``init="xavier"`` (xavier-uniform weights on both
+projections, biases normal with std 1e-6): what ``suites/fewshot.toml`` sets.
+``init="zero_up"`` (the default) is the Pfeiffer form above.
 
 Not mergeable (a non-linear module in the residual stream).
 """
