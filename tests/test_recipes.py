@@ -232,7 +232,8 @@ def test_old_records_complete_to_their_recipe() -> None:
 @pytest.mark.parametrize("extra, expected", [
     ('[train]\nschedule_step = "epoch"\n', "train.schedule_step must be one of reference,"
                                            " next_epoch, got 'epoch'"),
-    ('[[methods]]\nname = "lora"\neval_protocol = "vall"\n', "methods[1].eval_protocol:"),
+    ('[[methods]]\nname = "lora"\neval_protocol = "vall"\n',
+     "methods[1].eval_protocol: unknown protocol 'vall' (did you mean 'val'?)"),
     ('[[methods]]\nname = "linear"\nconfig = { optimizer = "adam" }\n',
      "optimizer must be one of sgd, vpt_adamw, adamw, got 'adam'"),
 ])
