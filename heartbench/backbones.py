@@ -7,6 +7,7 @@ stage), so the same adapter code runs on ViT and Swin.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,8 +110,54 @@ class Backbone:
         return list(self.head.parameters())
 
     def describe(self) -> dict[str, Any]:
-        """What a record needs to rebuild this backbone."""
-        return {"name": self.name, "weights": self.weights, "kwargs": dict(self.kwargs)}
+        """What a record needs to rebuild this backbone ("pre_logits" only when it has one)."""
+        out = {"name": self.name, "weights": self.weights, "kwargs": dict(self.kwargs)}
+        if has_pre_logits(self.model):
+            out["pre_logits"] = True
+        return out
+
+
+# ---------------------------------------------------------------------------
+# The representation layer of the paper's ViT-B/16 (timm 0.4.x ``representation_size``)
+# ---------------------------------------------------------------------------
+class PreLogits(nn.Module):
+    """timm 0.4.x's ``pre_logits``: Linear(dim, dim) + tanh on the pooled class token.
+
+    The reference pipelines (PETL-ViT, FacT, RepAdapter) create
+    ``vit_base_patch16_224_in21k`` with timm 0.4.x and no ``num_classes``, so the model keeps
+    this layer (``representation_size=768``) and loads it from the .npz
+    (``pre_logits/kernel``, ``pre_logits/bias``); timm 1.x's ViT has none. Its parameters
+    are named ``pre_logits.fc.weight`` / ``pre_logits.fc.bias`` as in timm 0.4.x.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(dim, dim)
+        self.act = nn.Tanh()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.fc(x))
+
+
+def _pre_logits_hook(layer: nn.Module, module: nn.Module, args: tuple, out: torch.Tensor
+                     ) -> torch.Tensor:
+    """Forward hook on timm's ``fc_norm`` (after pooling, before ``head_drop``/``head``)."""
+    return layer(out)
+
+
+def add_pre_logits(model: nn.Module) -> None:
+    """Give a timm ViT the representation layer: ``model.pre_logits`` applied to the pooled
+    features, after the final norm and before the head (a hook on ``model.fc_norm``)."""
+    if not (hasattr(model, "blocks") and hasattr(model, "fc_norm")):
+        raise UserError(f"backbone.pre_logits: only a ViT has a representation layer, not"
+                        f" {type(model).__name__}")
+    layer = PreLogits(model.embed_dim)
+    model.add_module("pre_logits", layer)
+    model.fc_norm.register_forward_hook(functools.partial(_pre_logits_hook, layer))
+
+
+def has_pre_logits(model: nn.Module) -> bool:
+    return isinstance(getattr(model, "pre_logits", None), PreLogits)
 
 
 def resolve_name(name: str) -> tuple[str, dict[str, Any]]:
@@ -129,18 +176,23 @@ def build_backbone(
     num_classes: int,
     weights: str | None = None,
     drop_path_rate: float = 0.1,
+    pre_logits: bool = False,
     **kwargs: Any,
 ) -> Backbone:
     """Build a frozen timm backbone with a fresh trainable head for ``num_classes``.
 
     ``weights`` is a local file (.npz, .pth, .safetensors), ``"timm"`` for timm's own
     pretrained loading (needs the network), or None for random initialisation.
+    ``pre_logits``: the paper's representation layer (:class:`PreLogits`, ViT only), frozen,
+    loaded from the weights file with the rest.
     """
     arch, preset_kwargs = resolve_name(name)
     model_kwargs = {**preset_kwargs, **kwargs}
     model = timm.create_model(arch.split(".")[0] if weights != "timm" else arch,
                               pretrained=weights == "timm", num_classes=num_classes,
                               drop_path_rate=drop_path_rate, **model_kwargs)
+    if pre_logits:
+        add_pre_logits(model)
     if weights not in (None, "timm"):
         load_weights(model, Path(weights))
     # A fresh fp32 nn.Linear head with PyTorch's default init, as the reference code does.
@@ -175,12 +227,14 @@ def fetch_timm_weights(name: str, kwargs: dict[str, Any]) -> None:
                         " checkpoint file") from None
 
 
-def meta_backbone(name: str, **kwargs: Any) -> Backbone:
+def meta_backbone(name: str, pre_logits: bool = False, **kwargs: Any) -> Backbone:
     """The backbone's structure without weights or memory (meta device): for config checks."""
     arch, preset_kwargs = resolve_name(name)
     with torch.device("meta"):
         model = timm.create_model(arch.split(".")[0], pretrained=False,
                                   **{**preset_kwargs, **kwargs})
+        if pre_logits:
+            add_pre_logits(model)
     arch_kind = "swin" if "swin" in arch else "vit"
     return Backbone(model=model, name=name, arch=arch_kind, num_classes=0, weights=None,
                     kwargs=dict(kwargs), sites=find_sites(model))
@@ -221,17 +275,19 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def check_weights_file(path: Path, name: str, kwargs: dict[str, Any]) -> None:
+def check_weights_file(path: Path, name: str, kwargs: dict[str, Any],
+                       pre_logits: bool = False) -> None:
     """Fail early (before any job) if ``path`` is missing, unreadable or for another model.
 
     Every format is checked tensor by tensor against a weightless (meta) build of the
     backbone: a tensor of another shape, a missing one or an extra one (e.g. more blocks
-    than the model has) is a one-line UserError naming the tensor and both shapes.
+    than the model has, or a representation layer the model lacks) is a one-line UserError
+    naming the tensor and both shapes.
     """
     if not path.is_file():  # before any open: a FIFO would block, /dev/zero never end
         raise UserError(f"weights file {path} {what_is(path)}; expected a checkpoint file"
                         f" ({', '.join(WEIGHT_SUFFIXES)})")
-    model = meta_backbone(name, **kwargs).model
+    model = meta_backbone(name, pre_logits=pre_logits, **kwargs).model
     if path.suffix == ".npz":
         check_npz(path, model)
         return
@@ -299,7 +355,8 @@ def check_npz(path: Path, model: nn.Module) -> None:
             files = list(archive.files)
     except Exception as err:
         raise UserError(f"weights file {path} is not a readable .npz ({type(err).__name__})") from None
-    copied = _npz_copies(path, model)
+    copied, read = _npz_copies(path, model)
+    pre_logits = _npz_pre_logits(path, model, files)
     for target, (source_shape, own_shape) in copied.items():
         if source_shape != own_shape:
             raise UserError(f"weights file {path} is for another architecture: the tensor for"
@@ -311,15 +368,79 @@ def check_npz(path: Path, model: nn.Module) -> None:
         raise UserError(f"weights file {path} is for another architecture: it has"
                         f" {max(blocks) + 1} blocks, the model {depth} (extra tensor {extra!r})")
     head = _head_prefix(model)
-    missing = [n for n, _ in model.named_parameters() if n not in copied and not n.startswith(head)]
+    loaded = set(copied) | ({"pre_logits.fc.weight", "pre_logits.fc.bias"}
+                            if has_pre_logits(model) else set())
+    missing = [n for n, _ in model.named_parameters() if n not in loaded and not n.startswith(head)]
     if missing:
         shape = tuple(dict(model.named_parameters())[missing[0]].shape)
         raise UserError(f"weights file {path} is for another architecture: nothing in it"
                         f" loads {missing[0]!r} (shape {shape})")
+    unused = sorted(set(files) - read - set(pre_logits) - {k for k in files if _NPZ_HEAD.search(k)})
+    if unused:
+        with np.load(path) as archive:
+            shape = tuple(archive[unused[0]].shape)
+        hint = (": the paper's representation layer; set backbone.pre_logits = true"
+                if "pre_logits/" in unused[0] else "")
+        raise UserError(f"weights file {path} has a tensor this model would not use:"
+                        f" {unused[0]!r} (shape {shape}){hint}")
 
 
-def _npz_copies(path: Path, model: nn.Module) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
-    """model tensor name -> (shape in the file after timm's conversion, model's shape)."""
+# The classifier head of an .npz: every task replaces it, so it may go unused.
+_NPZ_HEAD = re.compile(r"(^|/)head/(kernel|bias)$")
+
+
+def npz_prefix(files: list[str]) -> str:
+    """The prefix of an original ViT .npz's names, found as timm's loader finds it."""
+    for prefix in ("opt/target/", "params/", "params/img/"):
+        if f"{prefix}embedding/kernel" in files:
+            return prefix
+    return ""
+
+
+def _npz_pre_logits(path: Path, model: nn.Module, files: list[str]
+                    ) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """.npz name -> (the model's pre_logits tensor, its shape in the model's layout), checked
+    against the file: a missing tensor or another shape is one line naming both."""
+    if not has_pre_logits(model):
+        return {}
+    import numpy as np
+
+    prefix = npz_prefix(files)
+    own = {"weight": tuple(model.pre_logits.fc.weight.shape),
+           "bias": tuple(model.pre_logits.fc.bias.shape)}
+    wanted = {f"{prefix}pre_logits/kernel": ("pre_logits.fc.weight", own["weight"]),
+              f"{prefix}pre_logits/bias": ("pre_logits.fc.bias", own["bias"])}
+    with np.load(path) as archive:
+        for key, (target, shape) in wanted.items():
+            if key not in files:
+                raise UserError(f"weights file {path} has no tensor {key!r}, which the model's"
+                                f" representation layer {target!r} (shape {shape}) is loaded"
+                                f" from; set backbone.pre_logits = false for a ViT without it")
+            found = tuple(archive[key].shape)[::-1]  # Flax kernel (in, out) -> (out, in)
+            if found != shape:
+                raise UserError(f"weights file {path} is for another architecture: the tensor"
+                                f" for {target!r} has shape {found}, expected {shape}")
+    return wanted
+
+
+def load_npz_pre_logits(model: nn.Module, path: Path) -> None:
+    """Copy ``pre_logits/kernel`` (transposed: Flax's (in, out)) and ``pre_logits/bias``."""
+    import numpy as np
+
+    with np.load(path) as archive:
+        prefix = npz_prefix(list(archive.files))
+        kernel = torch.from_numpy(archive[f"{prefix}pre_logits/kernel"].T.copy())
+        bias = torch.from_numpy(archive[f"{prefix}pre_logits/bias"].copy())
+    with torch.no_grad():
+        model.pre_logits.fc.weight.copy_(kernel)
+        model.pre_logits.fc.bias.copy_(bias)
+
+
+def _npz_copies(path: Path, model: nn.Module
+                ) -> tuple[dict[str, tuple[tuple[int, ...], tuple[int, ...]]], set[str]]:
+    """model tensor name -> (shape in the file after timm's conversion, model's shape), and
+    the names timm's loader read from the .npz (numpy's NpzFile lookups, recorded)."""
+    from numpy.lib.npyio import NpzFile
     from torch.overrides import TorchFunctionMode
 
     names = {id(t): n for n, t in [*model.named_parameters(), *model.named_buffers()]}
@@ -332,6 +453,14 @@ def _npz_copies(path: Path, model: nn.Module) -> dict[str, tuple[tuple[int, ...]
                 return args[0]  # nothing is written: this is only a check
             return func(*args, **(kwargs or {}))
 
+    read: set[str] = set()
+    lookup = NpzFile.__getitem__
+
+    def recording(self: NpzFile, key: str) -> Any:
+        read.add(key)
+        return lookup(self, key)
+
+    NpzFile.__getitem__ = recording  # type: ignore[method-assign]
     try:
         with Intercept():
             model.load_pretrained(str(path))
@@ -340,7 +469,9 @@ def _npz_copies(path: Path, model: nn.Module) -> dict[str, tuple[tuple[int, ...]
     except Exception as err:
         raise UserError(f"weights file {path} does not fit this architecture"
                         f" ({type(err).__name__}: {err})") from None
-    return copied
+    finally:
+        NpzFile.__getitem__ = lookup  # type: ignore[method-assign]
+    return copied, read
 
 
 def _npz_missing(path: Path, model: nn.Module, err: KeyError) -> str:
@@ -419,6 +550,8 @@ def load_weights(model: nn.Module, path: Path) -> None:
             model.load_pretrained(str(path))
         except Exception as err:
             raise UserError(f"weights file {path} does not fit this architecture ({err})") from None
+        if has_pre_logits(model):
+            load_npz_pre_logits(model, path)
         return
     state = _check_keys(path, model, to_timm_layout(read_state_dict(path), model, path))
     model.load_state_dict(state, strict=False)

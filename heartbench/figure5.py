@@ -165,7 +165,8 @@ def load_model(record: dict) -> tuple[Any, Any]:
 
     b = record["backbone"]
     backbone = build_backbone(b["name"], record["num_classes"], weights=b.get("weights"),
-                              drop_path_rate=0.0, **(b.get("kwargs") or {}))
+                              drop_path_rate=0.0, pre_logits=b.get("pre_logits", False),
+                              **(b.get("kwargs") or {}))
     method = load_adapter(adapter_path(record), backbone)
     backbone.model.eval()
     return backbone, method

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import math
 import os
 import signal
 import sys
@@ -160,18 +159,21 @@ def print_plan(suite: Any, runs: list[Any], seconds: float) -> None:
     labels = len({r.label for r in runs})
     epochs = sum(r.train["epochs"] * phases(r) for r in runs)
     searched = sum(phases(r) - 1 for r in runs)
-    search = (f", plus {searched} search trainings (each grid point on train800, scored on"
-              " val200)") if searched else ""
+    from heartbench.suite import FEWSHOT_BENCHMARKS
+
+    where = ("the k-shot train set, scored on val" if suite.benchmark in FEWSHOT_BENCHMARKS
+             else "train800, scored on val200")
+    search = f", plus {searched} search trainings (each grid point on {where})" if searched else ""
+    protocols = ", ".join(sorted({r.eval_protocol for r in runs} or {suite.eval_protocol}))
     print(f"plan: {len(runs)} runs ({tasks} tasks x {labels} methods/variants, grids and seeds"
           f" expanded){search}, {epochs} training epochs in all; suite {suite.name}, benchmark"
-          f" {suite.benchmark}, eval protocol {suite.eval_protocol}; planned in {seconds:.2f} s")
+          f" {suite.benchmark}, eval protocol {protocols}; planned in {seconds:.2f} s")
 
 
 def phases(run: Any) -> int:
     """Trainings one run does: 1, or under eval_protocol "val" one per searched grid point
     and the final one (heartbench.train.select_on_val)."""
-    search = getattr(run, "search", None) or {}
-    return 1 + (math.prod(len(v) for v in search.values()) if search else 0)
+    return 1 + run.searched
 
 
 # ---------------------------------------------------------------------------

@@ -98,6 +98,11 @@ def data_hint(suite: Any, tasks: list[str]) -> str | None:
                           tasks_option="" if every else f" --tasks {','.join(tasks)}")
 
 
+def _selects_on_val(runs: list[Any]) -> bool:
+    """Whether a run selects on val200 (eval_protocol "val", the suite's or a method's)."""
+    return any(r.eval_protocol == "val" for r in runs)
+
+
 def _check_layout(suite: Any, runs: list[Any], tasks: list[str]) -> None:
     """Every list file the runs read is there, well formed, and names existing images."""
     from heartbench.data.tasks import is_fewshot
@@ -108,13 +113,13 @@ def _check_layout(suite: Any, runs: list[Any], tasks: list[str]) -> None:
         shots = sorted({r.shots for r in runs})
         seeds = sorted({r.seed for r in runs})
         # eval_protocol "val" selects on val_meta.list: it must be there before any job.
-        splits = ("train", "val", "test") if suite.eval_protocol == "val" else ("train", "test")
+        splits = ("train", "val", "test") if _selects_on_val(runs) else ("train", "test")
         validate_fewshot(suite.data_root, suite.benchmark, tasks, shots, seeds, splits)
     else:
         from heartbench.data.vtab import validate_vtab
 
         splits = ("train800", "val200", "train800val200", "test") \
-            if suite.eval_protocol == "val" else ("train800val200", "test")
+            if _selects_on_val(runs) else ("train800val200", "test")
         validate_vtab(suite.data_root, suite.benchmark, tasks, splits)
 
 
@@ -166,7 +171,8 @@ def check_weights(suite: Any) -> None:
         except UserError as err:
             raise UserError(f"{suite.path}: backbone.weights = 'timm': {err}") from None
     elif weights is not None:
-        check_weights_file(Path(weights), suite.backbone["name"], suite.backbone["kwargs"])
+        check_weights_file(Path(weights), suite.backbone["name"], suite.backbone["kwargs"],
+                           pre_logits=suite.backbone.get("pre_logits", False))
 
 
 def check_device(suite: Any, runs: list[Any], executor: str) -> None:

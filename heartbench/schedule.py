@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 # Train keys added after records were stored, with the value that gives the old behaviour.
-LEGACY_TRAIN: dict[str, Any] = {"warmup_per_step": False}
+LEGACY_TRAIN: dict[str, Any] = {"warmup_per_step": False, "schedule_step": "next_epoch"}
 
 
 def per_step(train: dict[str, Any]) -> bool:
@@ -66,9 +66,13 @@ def before_epoch(scheduler: Any, train: dict[str, Any], epoch: int, steps: int) 
 
 
 def after_epoch(scheduler: Any, train: dict[str, Any], epoch: int) -> None:
-    """After ``epoch``: per epoch, set the next epoch's lr."""
+    """After ``epoch`` (0-based), per epoch: ``scheduler.step(epoch)`` as the reference loops
+    do (``train.schedule_step = "reference"``: epochs 0 and 1 both train at warmup_lr_init),
+    or ``step(epoch + 1)`` (``"next_epoch"``, heartbench's stepping before the key; a train
+    dict without the key is one of those records). Per step, the steps set the lr."""
     if not per_step(train):
-        scheduler.step(epoch + 1)
+        mode = train.get("schedule_step", LEGACY_TRAIN["schedule_step"])
+        scheduler.step(epoch if mode == "reference" else epoch + 1)
 
 
 def planned_lrs(train: dict[str, Any], steps: int, count: int, base_lr: float | None = None

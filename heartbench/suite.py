@@ -4,15 +4,17 @@ Schema (every key optional unless marked; README.md "Suites" has the long form):
 
     [suite]      name, description, benchmark*, data_root*, data_command (what makes the data,
                  named when it is missing; {root}, {tasks}), tasks, seeds, eval_protocol, shots
-    [backbone]   name*, weights, drop_path_rate, kwargs
+    [backbone]   name*, weights, drop_path_rate, kwargs, pre_logits (the paper's ViT-B/16
+                 representation layer, loaded from the .npz: backbones.PreLogits)
     [train]      epochs, warmup_epochs, lr, weight_decay, batch_size, warmup_lr_init, min_lr,
                  normalize, eval_every, num_workers, device, max_train_batches, precision,
-                 warmup_per_step (schedule.py)
+                 warmup_per_step, schedule_step (schedule.py)
     [launcher]   executor, jobs (local worker processes), threads (torch threads per job),
                  timeout_min, partition,
                  gpus_per_node, cpus_per_task, mem_gb, array_parallelism, runs_per_task,
                  slurm_extra, pack (train up to K compatible runs as one model: pack.py)
-    [[methods]]  name*, label, config, grid, per_task, tasks, seeds, train, keep_adapter
+    [[methods]]  name*, label, config, grid, per_task, tasks, seeds, train, keep_adapter, eval_protocol (the
+                 suite's unless set: a row whose source chose on val200, e.g. VPT's rows)
 
 Expansion: for each method entry, task, grid point, seed (and shot count for few-shot
 benchmarks) one :class:`RunSpec`. ``per_task.<task>`` values override ``config`` and
@@ -66,8 +68,13 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     # true: the warm-up and cosine counted in optimiser steps (heartbench/schedule.py), so a
     # short twin run trains its adapters before Heart-LoRA scores; false: per epoch (Table 9)
     "warmup_per_step": False,
+    # "reference": timm's scheduler.step(epoch) after epoch `epoch`, as the reference loops
+    # (PETL-ViT, FacT, RepAdapter): epochs 0 and 1 both train at warmup_lr_init.
+    # "next_epoch": step(epoch + 1), heartbench's stepping before the key (schedule.LEGACY_TRAIN).
+    "schedule_step": "reference",
 }
 PRECISIONS = ("fp32", "tf32", "bf16")
+SCHEDULE_STEPS = ("reference", "next_epoch")
 # NOAH's few-shot recipe (protocol.md; its argparse defaults): Mixup 0.8 / CutMix 1.0 with
 # label smoothing 0.1, RandomErasing 0.25, no ColorJitter next to RandAugment (timm drops it).
 # Only few-shot runs carry these keys, so VTAB runs keep their identity.
@@ -76,9 +83,12 @@ FEWSHOT_RECIPE: dict[str, Any] = {"mixup": 0.8, "cutmix": 1.0, "label_smoothing"
 FEWSHOT_TRAIN_DEFAULTS = {"lr": 5e-3, "normalize": True, **FEWSHOT_RECIPE}
 # Keys that do not change a run's result: left out of its identity.
 NON_RESULT_TRAIN_KEYS = ("num_workers", "device")
-# Train keys added after records were stored, with the value those records trained with:
-# precision (fp32 before the key), the schedule's (schedule.LEGACY_TRAIN); few-shot records from before NOAH's recipe keys had
-# ColorJitter 0.4, no erasing, no Mixup/CutMix and plain cross-entropy.
+# Train keys added after the committed records, with the value that reproduces them:
+# precision (fp32 before the key) and the schedule's keys (schedule.LEGACY_TRAIN). A record
+# that lacks one is completed with it (train.spec_from_record), and a run's identity leaves
+# the key out while it holds that value, so suites that set it keep their run ids. Few-shot
+# records from before NOAH's recipe keys had ColorJitter 0.4, no erasing, no Mixup/CutMix
+# and plain cross-entropy.
 LEGACY_TRAIN: dict[str, Any] = {"precision": "fp32", **LEGACY_SCHEDULE}
 LEGACY_FEWSHOT_TRAIN: dict[str, Any] = {"mixup": 0.0, "cutmix": 0.0, "label_smoothing": 0.0,
                                         "reprob": 0.0, "color_jitter": 0.4}
@@ -87,14 +97,16 @@ SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "suite": {"name": str, "description": str, "benchmark": str, "data_root": str,
               "data_command": str,
               "tasks": list, "seeds": list, "eval_protocol": str, "shots": list},
-    "backbone": {"name": str, "weights": str, "drop_path_rate": (int, float), "kwargs": dict},
+    "backbone": {"name": str, "weights": str, "drop_path_rate": (int, float), "kwargs": dict,
+                 "pre_logits": bool},
     "train": {k: (int, float) if isinstance(v, float) else type(v)
               for k, v in {**TRAIN_DEFAULTS, **FEWSHOT_RECIPE}.items()},
     "launcher": {"executor": str, "jobs": int, "threads": int, "timeout_min": int, "partition": str,
                  "gpus_per_node": int, "cpus_per_task": int, "mem_gb": (int, float), "array_parallelism": int,
                  "runs_per_task": int, "slurm_extra": dict, "pack": int},
     "methods": {"name": str, "label": str, "config": dict, "grid": dict, "per_task": dict,
-                "tasks": list, "seeds": list, "train": dict, "keep_adapter": bool},
+                "tasks": list, "seeds": list, "train": dict, "keep_adapter": bool,
+                "eval_protocol": str},
 }
 REQUIRED = {"suite": ("benchmark", "data_root"), "backbone": ("name",), "methods": ("name",)}
 
@@ -130,19 +142,27 @@ class RunSpec:
 
     def identity(self) -> dict[str, Any]:
         """What changes this run's result: hashed into run_id."""
-        train = {k: v for k, v in self.train.items() if k not in NON_RESULT_TRAIN_KEYS}
-        for key, value in LEGACY_TRAIN.items():  # keys added later, at their legacy value
-            if key in train and train[key] == value:
-                del train[key]
+        from heartbench.adapters.base import identity_config
+
+        train = {k: v for k, v in self.train.items() if k not in NON_RESULT_TRAIN_KEYS
+                 and not (k in LEGACY_TRAIN and v == LEGACY_TRAIN[k])}
         return {"benchmark": self.benchmark, "task": self.task, "shots": self.shots,
-                "method": self.method, "method_config": self.method_config,
+                "method": self.method,
+                "method_config": identity_config(self.method, self.method_config),
                 "search": self.search, "backbone": self.backbone, "train": train,
                 "seed": self.seed, "eval_protocol": self.eval_protocol}
+
+    @property
+    def searched(self) -> int:
+        """Configurations this run trains before its final one: under eval_protocol "val"
+        each point of its search grid (train800, scored on val200), else none."""
+        return math.prod(len(v) for v in self.search.values()) if self.search else 0
 
     def describe(self) -> str:
         grid = " ".join(f"{k}={v}" for k, v in sorted(self.grid.items()))
         shots = f" shots={self.shots}" if self.shots is not None else ""
-        return f"{self.run_id}  {self.task:<22} {self.label:<18} seed={self.seed}{shots} {grid}"
+        return (f"{self.run_id}  {self.task:<22} {self.label:<18} seed={self.seed}{shots}"
+                f" search={self.searched} {grid}").rstrip()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -281,13 +301,17 @@ def _build(path: Path, raw: dict[str, Any], data_root: str | None) -> Suite:
                         for t in _task_list(path, f"{where}.tasks", entry.get("tasks", tasks))]
         method_seeds = _int_list(path, f"{where}.seeds", entry.get("seeds", seeds))
         method_train = {**train, **entry.get("train", {})}
+        method_protocol = entry.get("eval_protocol", protocol)
+        if method_protocol not in EVAL_PROTOCOLS:
+            raise UserError(f"{path}: {where}.eval_protocol:"
+                            f" {one_of('protocol', method_protocol, EVAL_PROTOCOLS)}")
         _check_table(path, f"{where}.train", entry.get("train", {}), SCHEMA["train"])
         _check_train(path, f"{where}.train", method_train)
         heads = heads or _heads(path, backbone)
         for task in method_tasks:
             info = tasks_info[task]
-            for config, grid, search in _expand(path, where, entry, benchmark, task, protocol,
-                                                heads):
+            for config, grid, search in _expand(path, where, entry, benchmark, task,
+                                                method_protocol, heads):
                 _check_schedule(path, where, entry["name"], config, search, method_train)
                 for seed, k in itertools.product(method_seeds, shots):
                     spec = RunSpec(
@@ -295,7 +319,7 @@ def _build(path: Path, raw: dict[str, Any], data_root: str | None) -> Suite:
                         group=info.group, num_classes=info.num_classes, shots=k,
                         method=entry["name"], label=entry.get("label", _default_label(entry)),
                         method_config=config, grid=grid, search=search, backbone=backbone,
-                        train=method_train, seed=seed, eval_protocol=protocol,
+                        train=method_train, seed=seed, eval_protocol=method_protocol,
                         keep_adapter=entry.get("keep_adapter", True))
                     _check_warmup(path, where, spec)
                     suite.runs.append(_with_id(spec))
@@ -439,6 +463,9 @@ def _check_train(path: Path, where: str, train: dict[str, Any]) -> None:
     if train["precision"] not in PRECISIONS:
         raise UserError(f"{path}: {where}.precision must be one of {', '.join(PRECISIONS)},"
                         f" got {train['precision']!r}")
+    if train["schedule_step"] not in SCHEDULE_STEPS:
+        raise UserError(f"{path}: {where}.schedule_step must be one of"
+                        f" {', '.join(SCHEDULE_STEPS)}, got {train['schedule_step']!r}")
     if train["device"] not in ("auto", "cpu", "cuda"):
         raise UserError(f"{path}: {where}.device must be 'auto', 'cpu' or 'cuda', got {train['device']!r}")
 
@@ -456,9 +483,14 @@ def _backbone(path: Path, table: dict[str, Any]) -> dict[str, Any]:
     weights = table.get("weights")
     if weights not in (None, "timm"):
         weights = os.path.expandvars(os.path.expanduser(weights))
-    return {"name": table["name"], "weights": weights,
-            "drop_path_rate": float(table.get("drop_path_rate", 0.1)),
-            "kwargs": dict(table.get("kwargs", {}))}
+    out = {"name": table["name"], "weights": weights,
+           "drop_path_rate": float(table.get("drop_path_rate", 0.1)),
+           "kwargs": dict(table.get("kwargs", {}))}
+    # The paper's representation layer (backbones.PreLogits): in the run's identity only when
+    # present, so runs on backbones without it (every committed twin record) keep their ids.
+    if table.get("pre_logits", False):
+        out["pre_logits"] = True
+    return out
 
 
 def _heads(path: Path, backbone: dict[str, Any]) -> Any:
@@ -466,9 +498,10 @@ def _heads(path: Path, backbone: dict[str, Any]) -> Any:
     from heartbench.backbones import meta_backbone
 
     try:
-        built = meta_backbone(backbone["name"], **backbone["kwargs"])
-    except UserError:
-        raise
+        built = meta_backbone(backbone["name"], pre_logits=backbone.get("pre_logits", False),
+                              **backbone["kwargs"])
+    except UserError as err:
+        raise UserError(f"{path}: {err}") from None
     except Exception as err:  # timm rejects impossible shapes with assorted exceptions
         raise UserError(f"{path}: backbone.kwargs {backbone['kwargs']} do not build"
                         f" {backbone['name']!r}: {type(err).__name__}: {err}") from None

@@ -46,7 +46,7 @@ from heartbench.adapters import create_method, save_adapter
 from heartbench.adapters.base import Method
 from heartbench.backbones import Backbone, build_backbone
 from heartbench.errors import UserError
-from heartbench.suite import LEGACY_FEWSHOT_TRAIN, RunSpec
+from heartbench.suite import LEGACY_FEWSHOT_TRAIN, LEGACY_TRAIN, RunSpec
 
 T = TypeVar("T")
 VTAB_SPLITS = {"train": "train800val200", "search_train": "train800", "search_val": "val200",
@@ -127,7 +127,8 @@ def build(spec: RunSpec, method_config: dict[str, Any], device: torch.device
           ) -> tuple[Backbone, Method]:
     b = spec.backbone
     backbone = build_backbone(b["name"], spec.num_classes, weights=b["weights"],
-                              drop_path_rate=b["drop_path_rate"], **b["kwargs"])
+                              drop_path_rate=b["drop_path_rate"],
+                              pre_logits=b.get("pre_logits", False), **b["kwargs"])
     method = create_method(spec.method, method_config)
     method.attach(backbone)
     backbone.model.to(device)
@@ -593,16 +594,18 @@ def git_commit() -> str | None:
 
 
 def spec_from_record(record: dict[str, Any]) -> RunSpec:
-    """The record's run, its method config and few-shot train keys completed with the legacy
-    values of keys added after it was stored (adapters.base.complete_stored_config)."""
+    """The record's run, its method config and train keys (suite.LEGACY_TRAIN, few-shot:
+    LEGACY_FEWSHOT_TRAIN) completed with the legacy values of keys added after it was
+    stored (adapters.base.complete_stored_config)."""
     from heartbench.adapters.base import complete_stored_config
 
     fields = RunSpec.__dataclass_fields__
     values = {k: record[k] for k in fields if k in record}
     values["method_config"] = complete_stored_config(record["method"],
                                                      record.get("method_config") or {})
+    values["train"] = {**LEGACY_TRAIN, **record["train"]}
     if record.get("shots") is not None:
-        values["train"] = {**LEGACY_FEWSHOT_TRAIN, **record["train"]}
+        values["train"] = {**LEGACY_FEWSHOT_TRAIN, **values["train"]}
     return RunSpec(**values)
 
 

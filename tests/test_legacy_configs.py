@@ -24,9 +24,10 @@ OLD_BEHAVIOUR = {
     "bilora": {"destandardise": "std_plus_eps"},
     "heart_lora": {"destandardise": "std_plus_eps", "score_window": "epoch",
                    "l2_source": "forward"},
-    "vpt_shallow": {"encoder_eval": False},
-    "vpt_deep": {"encoder_eval": False},
+    "vpt_shallow": {"encoder_eval": False, "optimizer": "adamw"},
+    "vpt_deep": {"encoder_eval": False, "optimizer": "adamw"},
     "full": {"optimizer": "adamw"},
+    "linear": {"optimizer": "adamw"},
 }
 
 
@@ -62,18 +63,22 @@ def test_spec_from_record_completes_method_and_fewshot_train():
     old = {"rank": 32, "scale": 10.0, "dropout": 0.1, "targets": "qv", "bits": 1}
     spec = spec_from_record(record("bilora", old))
     assert spec.method_config == {**old, "destandardise": "std_plus_eps"}
-    assert spec.train == {"lr": 1e-3}  # VTAB: no few-shot keys added
+    # VTAB: no few-shot keys added; the schedule stepping of records from before its key
+    legacy = {"schedule_step": "next_epoch", "warmup_per_step": False, "precision": "fp32"}
+    assert spec.train == {"lr": 1e-3, **legacy}
     new = {**old, "destandardise": "std"}
     assert spec_from_record(record("bilora", new)).method_config == new
 
     # Few-shot: the pre-NOAH recipe (ColorJitter 0.4, no erasing/Mixup/CutMix/smoothing).
     spec = spec_from_record(record("lora", {"rank": 8}, shots=2, train={"lr": 5e-3}))
     assert spec.train == {"lr": 5e-3, "mixup": 0.0, "cutmix": 0.0, "label_smoothing": 0.0,
-                          "reprob": 0.0, "color_jitter": 0.4}
-    assert LEGACY_FEWSHOT_TRAIN == {k: v for k, v in spec.train.items() if k != "lr"}
+                          "reprob": 0.0, "color_jitter": 0.4, **legacy}
+    assert LEGACY_FEWSHOT_TRAIN == {k: v for k, v in spec.train.items()
+                                    if k != "lr" and k not in legacy}
     recipe = {"lr": 5e-3, "mixup": 0.8, "cutmix": 1.0, "label_smoothing": 0.1, "reprob": 0.25,
               "color_jitter": 0.0}
-    assert spec_from_record(record("lora", {}, shots=2, train=recipe)).train == recipe
+    assert spec_from_record(record("lora", {}, shots=2, train=recipe)).train == {
+        **recipe, **legacy}
 
 
 # ---------------------------------------------------------------------------

@@ -458,16 +458,17 @@ def test_vpt_trains_with_the_encoder_in_eval_mode(name) -> None:
         assert not torch.allclose(first, reference)
 
 
-def test_full_uses_vpt_sgd_recipe() -> None:
+def test_full_sgd_is_vpt_sgd_recipe() -> None:
     from heartbench.train import make_optimizer
 
-    backbone, method = attached("full", {"lr": 0.005, "weight_decay": 0.001})
+    backbone, method = attached("full", {"optimizer": "sgd", "lr": 0.005, "weight_decay": 0.001})
     params = method.trainable_parameters()
     train = {"batch_size": 64, "lr": 1e-3, "weight_decay": 1e-4}
     optimizer = make_optimizer(method, params, train)
     assert type(optimizer) is torch.optim.SGD
     group = optimizer.param_groups[0]
-    # tune_vtab.setup: lr = base lr / 256 * batch size; SOLVER.MOMENTUM 0.9
+    # tune_vtab.setup: lr = base lr / 256 * batch size; SOLVER.MOMENTUM 0.9 (the head's bias,
+    # not passed here, would have no decay)
     assert (group["lr"], group["momentum"], group["weight_decay"]) == (0.005 * 64 / 256, 0.9,
                                                                       0.001)
     adamw = make_optimizer(create_method("lora"), params, train)

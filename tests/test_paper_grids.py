@@ -47,9 +47,10 @@ def test_vtab1k_grids_and_official_per_task_values():
     # PETL-ViT FacT/configs/tt/<task>.yaml
     assert fact["svhn"] == (16, 100.0) and fact["clevr_dist"] == (4, 10.0)
     assert fact["dtd"] == (8, 0.01) and fact["resisc45"] == (8, 0.1)
-    full = [r.method_config for r in runs if r.method == "full" and r.task == "dtd"]
-    assert {c["optimizer"] for c in full} == {"sgd"}
-    assert {(c["lr"], c["weight_decay"]) for c in full} == {
+    # Full: VPT's AdamW recipe, its lr x wd grid searched on val200 (VPT's protocol).
+    full = [r for r in runs if r.method == "full" and r.task == "dtd"]
+    assert len(full) == 1 and full[0].method_config["optimizer"] == "vpt_adamw"
+    assert {(lr, wd) for lr in full[0].search["lr"] for wd in full[0].search["weight_decay"]} == {
         (lr, wd) for lr in (0.001, 0.0001, 0.0005, 0.005) for wd in (0.01, 0.001, 0.0001, 0.0)}
     mora = {r.method_config["variant"] for r in runs if r.method == "mora"}
     assert mora == {"rope"}

@@ -58,13 +58,15 @@ def lr_by_hand(t: float, total: float, warmup: float, lr: float, init: float, lr
 
 def step_lrs_by_hand(epochs: int, warmup: int, steps: int, per_step: bool, lr: float = 5e-3,
                      init: float = 1e-6, lr_min: float = 1e-5) -> list[float]:
-    """Every optimiser step's lr: per epoch at t = epoch; per step at t = g + 1 (in steps)."""
+    """Every optimiser step's lr: per step at t = g + 1 (in steps); per epoch as the reference
+    loops step it (train.schedule_step's default "reference": ``scheduler.step(ep)`` after
+    epoch ep, so epoch e >= 1 trains at t = e - 1 and epochs 0 and 1 both at t = 0)."""
     out = []
     for g in range(epochs * steps):
         if per_step:
             out.append(lr_by_hand(g + 1, epochs * steps, warmup * steps, lr, init, lr_min))
         else:
-            out.append(lr_by_hand(g // steps, epochs, warmup, lr, init, lr_min))
+            out.append(lr_by_hand(max(g // steps - 1, 0), epochs, warmup, lr, init, lr_min))
     return out
 
 

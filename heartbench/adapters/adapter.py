@@ -27,6 +27,13 @@ be 12 x (6,144 + 8 + 6,144 + 768) = 156,768 = 0.598 MiB ("0.60"), so the Size co
 weights only: we default to no biases to match it (AdaptFormer's row in Table 1, 0.56 MB,
 is also bias-free, as in the Bi-LoRA code the paper follows).
 
+Few-shot (Figure 2's Adapter row comes from NOAH): NOAH's adapter
+(``model/module/adapter_super.py``, ``AdapterSuper``): the same placement
+(``x + mlp_out + s * adapter(mlp_out)``), with ``activation="quick_gelu"``
+(x * sigmoid(1.702 x)), ``bias=True`` and ``init="xavier"`` (xavier-uniform weights on both
+projections, biases normal with std 1e-6): what ``suites/fewshot.toml`` sets.
+``init="zero_up"`` (the default) is the Pfeiffer form above.
+
 Not mergeable (a non-linear module in the residual stream).
 """
 
@@ -34,6 +41,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -42,7 +50,19 @@ from heartbench.adapters.base import Method, MethodConfig, register, require
 from heartbench.backbones import Backbone
 from heartbench.errors import UserError
 
-ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "identity": nn.Identity}
+
+class QuickGELU(nn.Module):
+    """NOAH's (and CLIP's) activation: x * sigmoid(1.702 x)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "identity": nn.Identity,
+               "quick_gelu": QuickGELU}
+# "zero_up": PyTorch's default down, zero up (identity at init); "xavier": NOAH's
+# AdapterSuper.init_weights (xavier-uniform weights, biases N(0, 1e-6)).
+INITS = ("zero_up", "xavier")
 
 
 def check_activation(name: str) -> None:
@@ -54,14 +74,20 @@ class Bottleneck(nn.Module):
     """up(drop(act(down(x)))) with ``up`` zero-initialised (zero output at init)."""
 
     def __init__(self, dim: int, hidden: int, bias: bool, activation: str,
-                 dropout: float) -> None:
+                 dropout: float, init: str = "zero_up") -> None:
         super().__init__()
         self.down = nn.Linear(dim, hidden, bias=bias)
         self.up = nn.Linear(hidden, dim, bias=bias)
-        if bias:
-            nn.init.zeros_(self.down.bias)
-            nn.init.zeros_(self.up.bias)
-        nn.init.zeros_(self.up.weight)
+        if init == "xavier":
+            for layer in (self.down, self.up):
+                nn.init.xavier_uniform_(layer.weight)
+                if bias:
+                    nn.init.normal_(layer.bias, std=1e-6)
+        else:
+            if bias:
+                nn.init.zeros_(self.down.bias)
+                nn.init.zeros_(self.up.bias)
+            nn.init.zeros_(self.up.weight)
         self.act = ACTIVATIONS[activation]()
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
@@ -98,8 +124,12 @@ class AdapterConfig(MethodConfig):
     dropout: float = 0.0
     bias: bool = False
     scale: float = 1.0  # multiplies the adapter output (Pfeiffer: none, i.e. 1)
+    init: str = "zero_up"  # "xavier": NOAH's (see the module docstring)
+    # Added after the committed records (which had the zero-up init): out of their identity.
+    added: ClassVar[dict[str, Any]] = {"init": "zero_up"}
 
     def validate(self) -> None:
+        require(self.init in INITS, f"init must be one of {', '.join(INITS)}, got {self.init!r}")
         require(self.hidden > 0, f"hidden must be a positive integer, got {self.hidden}")
         require(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
         require(self.scale == self.scale, "scale must be a number, got NaN")
@@ -110,8 +140,8 @@ class ScaledBottleneck(Bottleneck):
     """A bottleneck whose output is multiplied by a fixed ``scale``."""
 
     def __init__(self, dim: int, hidden: int, bias: bool, activation: str, dropout: float,
-                 scale: float) -> None:
-        super().__init__(dim, hidden, bias, activation, dropout)
+                 scale: float, init: str = "zero_up") -> None:
+        super().__init__(dim, hidden, bias, activation, dropout, init)
         self.scale = scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -137,7 +167,7 @@ class AdapterP(Method):
         c = self.config
         for site, block in zip(backbone.sites, mlp_blocks(backbone, self.name)):
             adapter = ScaledBottleneck(block.mlp.fc1.in_features, c.hidden, c.bias,
-                                       c.activation, c.dropout, c.scale)
+                                       c.activation, c.dropout, c.scale, c.init)
             adapter.to(device_of(block))
             block.mlp.add_module("adapter", adapter)
             self.handles.append(block.mlp.register_forward_hook(

@@ -49,6 +49,11 @@ class MethodConfig:
     # Values for keys missing from configs stored before the key existed: what reproduces
     # the old behaviour (the dataclass default is what new runs get). Subclasses extend it.
     legacy: ClassVar[dict[str, Any]] = {}
+    # Keys added after records were committed, with the value that gives the config from
+    # before them: a run's identity leaves such a key out while it holds that value
+    # (identity_config), so a suite that keeps the old behaviour keeps its run ids; a stored
+    # config that lacks one is completed with it (``legacy`` first).
+    added: ClassVar[dict[str, Any]] = {}
 
     def __post_init__(self) -> None:
         self.validate()
@@ -494,8 +499,16 @@ def get_method_class(name: str) -> type[Method]:
 def complete_stored_config(name: str, config: dict[str, Any]) -> dict[str, Any]:
     """A stored config of method ``name`` with each missing legacy key set to its legacy
     value (see the module docstring); keys present are kept. A new dict."""
-    legacy = get_method_class(name).config_cls.legacy
-    return {**{k: v for k, v in legacy.items() if k not in config}, **config}
+    cls = get_method_class(name).config_cls
+    old = {**cls.added, **cls.legacy}
+    return {**{k: v for k, v in old.items() if k not in config}, **config}
+
+
+def identity_config(name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The part of a resolved config that enters a run's identity: every key but the
+    ``added`` ones that hold the value from before they existed (MethodConfig.added)."""
+    added = get_method_class(name).config_cls.added
+    return {k: v for k, v in config.items() if not (k in added and v == added[k])}
 
 
 def create_method(name: str, config: dict[str, Any] | None = None, **overrides: Any) -> Method:

@@ -56,21 +56,34 @@ import torch
 from torch import nn
 
 from heartbench.adapters.base import Method, MethodConfig, register, require
+from heartbench.adapters.full import VPTSolver, check_solver
+from heartbench.adapters.linear import SOLVER_ADDED
 from heartbench.backbones import Backbone
 from heartbench.errors import UserError
 
 
 @dataclass
 class VPTConfig(MethodConfig):
+    """Prompts and VPT's prompt solver (KMnP/vpt ``configs/base-prompt.yaml``: SGD, momentum
+    0.9, cosine, ``WARMUP_EPOCH: 10``; ``tune_vtab.py`` ``get_lrwd_range("prompt")``: base lr
+    in {50, 25, 10, 5, 2.5, 1, 0.5, 0.25, 0.1, 0.05} x weight decay in {0.01, 0.001, 0.0001,
+    0}, lr scaled by batch / 256). ``optimizer="adamw"``: the trainer's AdamW (Table 9)."""
+
     length: int = 10  # prompt tokens (per layer for vpt_deep)
     dropout: float = 0.0
     encoder_eval: bool = True  # official PromptedTransformer.train(): no drop-path
-    # Records stored before the key trained the encoder in train mode.
-    legacy: ClassVar[dict[str, Any]] = {"encoder_eval": False}
+    optimizer: str = "sgd"
+    lr: float = 0.25  # VPT's base lr, scaled by batch_size / 256
+    weight_decay: float = 0.0001  # base-prompt.yaml
+    momentum: float = 0.9
+    # Records stored before the keys trained the encoder in train mode, with AdamW.
+    legacy: ClassVar[dict[str, Any]] = {"encoder_eval": False, "optimizer": "adamw"}
+    added: ClassVar[dict[str, Any]] = SOLVER_ADDED
 
     def validate(self) -> None:
         require(self.length > 0, f"length must be a positive integer, got {self.length}")
         require(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+        check_solver(self)
 
 
 class PromptTokens(nn.Module):
@@ -115,7 +128,7 @@ def _drop_prompts_hook(prefix: int, length: int, module: nn.Module, args: tuple,
     return torch.cat([out[:, :prefix], out[:, prefix + length:]], dim=1)
 
 
-class _VPT(Method):
+class _VPT(VPTSolver, Method):
     deep: bool = False
 
     def __init__(self, config: MethodConfig | None = None) -> None:

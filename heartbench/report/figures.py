@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from heartbench.report import reference as ref
+from heartbench.report.budget import BUDGET_NOTE, budget_text
 from heartbench.report.latex import tex
 from heartbench.report.plotting import (  # noqa: F401 (Figure, twin_note: this module's API)
     COLUMN_WIDTH_IN,
@@ -182,7 +183,10 @@ def fig2(records: list[dict], out: Path) -> list[Figure]:
                     ax.set_xlabel("shots per class")
             for j in range(len(panels), nrows * ncols):
                 axes[j // ncols][j % ncols].set_visible(False)
-            handles = [plt.Line2D([], [], color=palette[lb], marker="o", label=lb) for lb in labels]
+            budgets = {lb: budget_text(c for (label, _), (cells, _) in curves.items()
+                                       if label == lb for c in cells.values()) for lb in labels}
+            handles = [plt.Line2D([], [], color=palette[lb], marker="o",
+                                  label=f"{lb} [{budgets[lb]}]") for lb in labels]
             fig.legend(handles=handles, loc="outside lower center", ncol=min(3, len(labels)),
                        frameon=False)
             _mark(fig, benchmark)
@@ -194,7 +198,7 @@ def fig2(records: list[dict], out: Path) -> list[Figure]:
             f"Few-shot learning on {_bench(benchmark)}: top-1 accuracy vs shots per class. Each "
             f"point: mean over {seeds} (every point of a curve on the same seeds), error bars: "
             f"sample std over them; Average: mean over datasets, error bars: std over seeds of "
-            f"the per-seed dataset mean. {SELECTION_NOTE}"))
+            f"the per-seed dataset mean. {SELECTION_NOTE} {BUDGET_NOTE}"))
         made.append(Figure(stem, caption, number))
     return made
 

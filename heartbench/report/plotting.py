@@ -13,6 +13,7 @@ from heartbench.report import reference as ref
 from heartbench.report.latex import tex
 from heartbench.report.select import BENCHMARK_NAMES, test_acc
 from heartbench.report.stats import task_order
+from heartbench.report.variants import is_fair
 
 COLUMN_WIDTH_IN = 3.4
 PAPER_BENCHMARKS = ("vtab1k", "fewshot")
@@ -75,7 +76,8 @@ def _label(task: str) -> str:
 def _by_benchmark(records: list[dict], keep: Callable[[dict], bool]) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = defaultdict(list)
     for r in records:
-        if r.get("status") == "done" and test_acc(r) is not None and keep(r):
+        # Fair-protocol records are tables only (report.fair, Table F).
+        if r.get("status") == "done" and test_acc(r) is not None and not is_fair(r) and keep(r):
             out[r["benchmark"]].append(r)
     return dict(sorted(out.items()))
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from heartbench.report.variants import heart_key, is_swin, row_key
+from heartbench.report.variants import heart_key, is_fair, is_swin, row_key
 
 # The group columns as most tables print them (the CSV files order them natural ... avg).
 GROUP_LAYOUT: tuple[str, ...] = ("avg", "natural", "specialized", "structured")
@@ -49,10 +49,14 @@ class TableSpec:
     # (not just the rows it repeats from Table 1), and a twin block shows only the tasks they
     # have, per task. Empty: every block is written, in the paper's columns.
     defining: tuple[str, ...] = ()
+    # Not the paper's: the fair comparison (records of suites/*_fair.toml only, and those feed
+    # no other table); no printed rows (``file`` empty), named table_fair[_<benchmark>].
+    fair: bool = False
 
     def feeds(self, record: dict) -> bool:
         """Whether a done, VTAB-style record inside the paper's search space feeds this table."""
-        return is_swin(record) == self.swin and self.rows(record)
+        return (is_fair(record) == self.fair and is_swin(record) == self.swin
+                and self.rows(record))
 
 
 def repeats_baseline(record: dict) -> bool:
@@ -122,7 +126,28 @@ TABLES: tuple[TableSpec, ...] = (
         rows=lambda r: repeats_baseline(r) or heart_key(r) in ("front", "heart_lora"),
         defining=("front",),
     ),
+    TableSpec(
+        number=7,
+        file="",
+        caption="Fair comparison (not in the paper): every method gets the same number of "
+                "configurations per task, over its own most important hyper-parameters "
+                "(Heart-LoRA's ne and s share one budget, ne = 0 inside it), chosen on val200 "
+                "after training on train800, retrained on train800val200 and tested once "
+                r"(suites/*\_fair.toml; docs/recipes.md).",
+        subject="fair comparison: equal budgets, chosen on val200",
+        rows=lambda r: True,
+        per_task=True,
+        size=True,
+        fair=True,
+    ),
 )
+# The few-shot fair comparison (heartbench.report.fair): rows x shots, not a VTAB table.
+FAIR_FEWSHOT_CAPTION = (
+    "Fair few-shot comparison (not in the paper): top-1 accuracy per shot count, mean over "
+    r"the datasets (and $\pm$ sample std over seeds of that mean); every method gets the "
+    "same number of configurations per dataset and shot count, chosen on the few-shot val "
+    r"split, retrained on train and tested once (suites/fewshot*\_fair.toml; "
+    "docs/recipes.md).")
 _BY_NUMBER: dict[int, TableSpec] = {spec.number: spec for spec in TABLES}
 
 

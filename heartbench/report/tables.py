@@ -59,6 +59,7 @@ caption says.
 from __future__ import annotations
 
 from heartbench.report import reference as ref
+from heartbench.report.budget import BUDGET_NOTE, budget_mark
 from heartbench.report.latex import (
     DASH,
     TexBlock,
@@ -81,6 +82,7 @@ from heartbench.report.stats import (
     deviations,
 )
 from heartbench.report.table_specs import TABLES, TableSpec, table_spec
+from heartbench.report.variants import legacy_schedule
 
 PROTOCOL_TEXT: dict[str, str] = {
     "last": "last-epoch test accuracy",
@@ -110,17 +112,20 @@ def is_twin(benchmark: str) -> bool:
 
 
 def display_number(number: int, block: MeasuredBlock | None) -> str:
-    """The table's printed number: the paper's own, or T<n>[a, b, ...] for measured-only tables."""
+    """The table's printed number: the paper's own, or T<n>[a, b, ...] for measured-only tables
+    (the fair comparison: F, TF on a twin)."""
+    shown = "F" if table_spec(number).fair else str(number)
     if block is None or block.benchmark == PAPER_BENCHMARK:
-        return str(number)
+        return shown
     suffix = "abcdefghijklmnopqrstuvwxyz"[block.part] if block.parts > 1 else ""
-    return f"T{number}{suffix}"
+    return f"T{shown}{suffix}"
 
 
 def table_name(number: int, block: MeasuredBlock | None) -> str:
+    stem = "table_fair" if table_spec(number).fair else f"table{number}"
     if block is None or block.benchmark == PAPER_BENCHMARK:
-        return f"table{number}"
-    name = f"table{number}_{block.benchmark}"
+        return stem
+    name = f"{stem}_{block.benchmark}"
     if block.part:
         seeds = "-".join(map(str, block.seed_set))
         name += f"_seed{seeds}" if len(block.seed_set) == 1 else f"_seeds{seeds}"
@@ -144,6 +149,7 @@ def block_description(block: MeasuredBlock) -> str:
         on = " or ".join(SELECTION_TEXT[s] for s in block.selected_on)
         parts.append("Where a row has several grid configurations, each task shows the one "
                      f"with {on}; only configurations with all these seeds compete.")
+    parts.append(BUDGET_NOTE)
     parts.append("Bold: the best measured value of the column among these rows (ties all bold).")
     if block.seeds > 1:
         parts.append("$\\pm$: sample std over the seeds.")
@@ -159,6 +165,9 @@ def block_description(block: MeasuredBlock) -> str:
                      f"{tasks}.")
     if block.recipe:
         parts.append(f"Trained off the paper's recipe (README): {tex('; '.join(block.recipe))}.")
+    if any(legacy_schedule(r) for row in block.rows for c in row.cells.values() for r in c.records):
+        parts.append("Some rows stepped the lr schedule one epoch ahead of the reference loops "
+                     "(train.schedule\\_step next\\_epoch; docs/recipes.md).")
     if table_spec(block.table).size:
         parts.append("Size: MB = $2^{20}$ bytes of stored adapter, head excluded.")
     return " ".join(parts)
@@ -207,7 +216,8 @@ def _measured_rows(block: MeasuredBlock, columns: list[str], decimals: int,
     rows = []
     for i, row in enumerate(block.rows):
         cells = [stat_cell(s, decimals, i in marks[c], block.seeds) for c, s in enumerate(stats[i])]
-        rows.append(TexRow(tex(row.name), [fmt_size(row.size_mib()), *cells] if size else cells))
+        name = tex(row.name) + budget_mark(row.cells.values())
+        rows.append(TexRow(name, [fmt_size(row.size_mib()), *cells] if size else cells))
     return TexBlock(block_title(block), rows)
 
 
@@ -236,7 +246,13 @@ def _caption(spec: TableSpec, reported: bool, blocks: list[MeasuredBlock]) -> st
         parts.append(spec.caption)
         parts.append("Reported rows: the paper's numbers, and its bold, as printed.")
     twin = [b for b in blocks if b.benchmark != PAPER_BENCHMARK]
-    if twin:
+    if spec.fair:
+        bench = blocks[0].benchmark if blocks else PAPER_BENCHMARK
+        if bench != PAPER_BENCHMARK:
+            parts.append("\textbf{CPU twin, not the paper's numbers.}")
+        parts.append(f"{spec.caption} Benchmark: "
+                     f"{tex(BENCHMARK_NAMES.get(bench, bench))}, from the stored run records.")
+    elif twin:
         block = twin[0]
         what = "CPU twin" if is_twin(block.benchmark) else "measured"
         parts.append(f"\\textbf{{{what}, not the paper's numbers.}} Measured counterpart of the "
@@ -349,4 +365,8 @@ def table_models(records: list[dict], reported: dict[int, ref.ReportedTable] | N
         for block in mine:
             if block.benchmark != PAPER_BENCHMARK:
                 models.append(table_model(number, None, [block]))
+    if use_measured:
+        from heartbench.report.fair import fewshot_models
+
+        models += fewshot_models(records)
     return sorted(models, key=lambda m: m.name)

@@ -11,16 +11,37 @@ import re
 from typing import Any
 
 TAYLOR_SCORES: tuple[str, ...] = ("taylor", "neg_taylor", "abs_taylor")
-# Training-recipe keys of a method's config with the value the paper's recipe uses: a record
-# that trained otherwise is named in its table's caption. Full: VPT's SGD (Table 9).
-PAPER_RECIPE: dict[str, dict[str, Any]] = {"full": {"optimizer": "sgd"}}
+# Training-recipe keys of a method's config with the value the source of the paper's row
+# used (docs/recipes.md): a record that trained otherwise is named in its table's caption.
+# Full, Linear, VPT: VPT's own recipes (its AdamW / SGD). Records stored before the key had
+# the trainer's AdamW ("adamw", the value a missing key stands for).
+PAPER_RECIPE: dict[str, dict[str, Any]] = {
+    "full": {"optimizer": "vpt_adamw"}, "linear": {"optimizer": "sgd"},
+    "vpt_shallow": {"optimizer": "sgd"}, "vpt_deep": {"optimizer": "sgd"}}
+MISSING_RECIPE: dict[str, Any] = {"optimizer": "adamw"}
 
 
 def recipe_deviations(record: dict) -> list[tuple[str, Any, Any]]:
     """(key, value, the paper's value) for each recipe key where ``record`` trained otherwise."""
     config = record.get("method_config") or {}
-    return [(key, config[key], paper) for key, paper in PAPER_RECIPE.get(record.get("method"), {}).items()
-            if key in config and config[key] != paper]
+    out = []
+    for key, paper in PAPER_RECIPE.get(record.get("method"), {}).items():
+        value = config.get(key, MISSING_RECIPE.get(key))
+        if value != paper:
+            out.append((key, value, paper))
+    return out
+
+
+def legacy_schedule(record: dict) -> bool:
+    """Whether the run stepped its schedule one epoch ahead of the reference loops
+    (``train.schedule_step`` "next_epoch"; a record from before the key did)."""
+    return (record.get("train") or {}).get("schedule_step", "next_epoch") == "next_epoch"
+
+
+def is_fair(record: dict) -> bool:
+    """A record of a fair-protocol suite (``suites/*_fair.toml``: equal budgets, chosen on
+    val200): it feeds the fair comparison tables only, never the paper's tables or figures."""
+    return str(record.get("suite") or "").endswith("_fair")
 
 
 def normalize_label(label: str) -> str:
