@@ -575,8 +575,12 @@ class RunShard(_Checkpointable):
 
         from heartbench.pack import consecutive_packs, run_pack
 
+        from heartbench.suite import activate
+
         if self.threads > 0:
             torch.set_num_threads(self.threads)
+        for spec in specs:  # a fresh worker imports the runs' plugins, declares their tasks
+            activate(spec)
         outcomes: list[dict[str, Any]] = []
         # SIGTERM (Slurm sends it on scancel, requeue, preemption, and at the time limit
         # after USR2 has requeued) and SIGINT stop the shard at a safe point: it exits at

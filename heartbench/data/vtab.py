@@ -113,6 +113,12 @@ def find_folder(root: str | os.PathLike, info: TaskInfo, what: str, layout: str,
     ``what`` names the kind of folder (task, dataset), ``layout`` describes the benchmark's whole layout and ``expected`` what the task's
     folder should hold; both go into the one-line error.
     """
+    if info.root is not None:  # a task the suite declared, in its own folder
+        if not Path(info.root).is_dir():
+            raise MissingData(f"task {info.name!r}: its root {info.root} does not exist or is"
+                              f" not a folder; expected {info.root}/train800val200.txt and"
+                              " test.txt with lines 'images/x.jpg <label>'")
+        return Path(info.root)
     root = Path(root)
     if not root.is_dir():
         raise MissingData(
@@ -280,7 +286,8 @@ def validate_vtab(
     for split in splits:
         _check_split(split)
     root = Path(root)
-    if not root.is_dir():
+    infos = [resolve_task(benchmark, name) for name in names]
+    if not root.is_dir() and any(info.root is None for info in infos):
         raise MissingData(
             f"{benchmark} data root {root} does not exist or is not a folder;"
             f" expected {VTAB_LAYOUT}"
