@@ -100,6 +100,7 @@ def main(args: argparse.Namespace) -> int:
     check_device(suite, runs, executor)
     runs = with_content(suite, runs)  # data fingerprint and weights hash, for is_done
     todo = [r for r in runs if args.force or not is_done(results_dir, r, report=True)]
+    _say_plugin_changes(results_dir, todo)
     print(f"{suite.name}: {len(runs)} runs, {len(runs) - len(todo)} already done,"
           f" {len(todo)} to run")
     if not todo:
@@ -128,6 +129,16 @@ def main(args: argparse.Namespace) -> int:
             return 130
         return summarise(outcomes)
     return watch(executor, jobs, shards, results_dir, todo)
+
+
+def _say_plugin_changes(results_dir: Path, todo: list[Any]) -> None:
+    """One line per run that trains again because its plugin's source changed."""
+    from heartbench.status import plugin_change
+
+    for run in todo:
+        why = plugin_change(results_dir, run)
+        if why:
+            print(f"{run.run_id} ({run.task}, {run.label}): {why}; running it")
 
 
 def resolve_executor(name: str) -> str:
