@@ -585,7 +585,6 @@ class RunShard(_Checkpointable):
         import torch
 
         from heartbench.pack import consecutive_packs, run_pack
-
         from heartbench.suite import activate
 
         if self.threads > 0:

@@ -225,14 +225,6 @@ def load_suite(path: str | Path, data_root: str | None = None) -> Suite:
         table = raw.get(section, {})
         _check_table(path, section, table, SCHEMA[section])
         _require(path, section, table)
-    tasks = raw.get("tasks", {})
-    if not isinstance(tasks, dict):
-        raise UserError(f"{path}: [tasks] must hold tables [tasks.NAME], got {tasks!r}")
-    for name, table in tasks.items():
-        _check_table(path, f"tasks.{name}", table, CUSTOM_TASK_SCHEMA)
-        for key in ("root", "num_classes"):
-            if key not in table:
-                raise UserError(f"{path}: missing required key tasks.{name}.{key}")
     methods = raw.get("methods")
     if not isinstance(methods, list) or not methods:
         raise UserError(f"{path}: needs at least one [[methods]] entry")
@@ -244,7 +236,6 @@ def load_suite(path: str | Path, data_root: str | None = None) -> Suite:
 
 def _build(path: Path, raw: dict[str, Any], data_root: str | None) -> Suite:
     from heartbench.data.tasks import get_benchmark, resolve_task
-
     from heartbench.plugins import load_plugins, plugin_of
 
     s = raw["suite"]
@@ -324,6 +315,13 @@ def _custom_tasks(path: Path, benchmark: str, tables: dict[str, Any]) -> dict[st
     RunSpec carries so that a worker declares it too."""
     from heartbench.data.tasks import CUSTOM_GROUP, declare_task, is_fewshot
 
+    if not isinstance(tables, dict):
+        raise UserError(f"{path}: [tasks] must hold tables [tasks.NAME], got {tables!r}")
+    for name, table in tables.items():
+        _check_table(path, f"tasks.{name}", table, CUSTOM_TASK_SCHEMA)
+        for key in ("root", "num_classes"):
+            if key not in table:
+                raise UserError(f"{path}: missing required key tasks.{name}.{key}")
     if tables and is_fewshot(benchmark):
         raise UserError(f"{path}: [tasks.*] declares VTAB-layout tasks; benchmark {benchmark!r}"
                         " uses the few-shot layout")
