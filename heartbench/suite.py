@@ -6,7 +6,8 @@ Schema (every key optional unless marked; README.md "Suites" has the long form):
                  named when it is missing; {root}, {tasks}), tasks, seeds, eval_protocol, shots,
                  plugins (method files, relative to the suite file, or module names: plugins.py)
     [tasks.NAME] root*, num_classes*, group: a task of your own in the VTAB-1K list layout
-                 (root relative to the suite file; group default "Custom")
+                 (root relative to the suite file; group default "Custom"); it joins
+                 suite.tasks (methods[].tasks may still leave it out)
     [backbone]   name*, weights, drop_path_rate, kwargs
     [train]      epochs, warmup_epochs, lr, weight_decay, batch_size, warmup_lr_init, min_lr,
                  normalize, eval_every, num_workers, device, max_train_batches, precision
@@ -252,6 +253,7 @@ def _build(path: Path, raw: dict[str, Any], data_root: str | None) -> Suite:
     if task_names == ["all"]:
         task_names = list(tasks_info)
     tasks = [_task(path, "suite.tasks", benchmark, t, resolve_task).name for t in task_names]
+    tasks += [t for t in custom if t not in tasks]  # a declared task runs: declaring says so
     protocol = s.get("eval_protocol", "last")
     if protocol not in EVAL_PROTOCOLS:
         raise UserError(f"{path}: suite.eval_protocol: {one_of('protocol', protocol, EVAL_PROTOCOLS)}")

@@ -57,7 +57,7 @@ SUITE = '''
 name = "mine"
 benchmark = "synth"
 data_root = "{data}"
-tasks = ["colors", "shapes"]
+tasks = ["colors"]
 seeds = [0]
 plugins = ["{plugin}"]
 
