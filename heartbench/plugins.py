@@ -266,8 +266,20 @@ def ensure_plugin(stored: dict[str, Any] | None) -> None:
     if stored.get("how") == "file":
         plugin = load_plugin(stored["file"])
     else:
+        _reach(stored["module"], stored.get("file") or "")
         plugin = _import_module(stored["module"])
     if stored.get("sha256") and plugin.sha256 != stored["sha256"]:
         raise UserError(f"plugin {plugin.where} changed since this run was planned (sha256"
                         f" {stored['sha256'][:12]} -> {plugin.sha256[:12]}); run the suite again"
                         " to plan it with the new source")
+
+
+def _reach(module: str, file: str) -> None:
+    """Make ``module`` importable in a worker whose ``sys.path`` lacks the folder it was
+    found in when the run was planned (a package beside the suite, not installed)."""
+    if not file or importlib.util.find_spec(module.split(".")[0]) is not None:
+        return
+    path = Path(file)
+    parts = len(module.split("."))
+    root = path.parents[parts] if path.name == "__init__.py" else path.parents[parts - 1]
+    sys.path.append(str(root))

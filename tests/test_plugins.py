@@ -286,3 +286,21 @@ def test_a_plugin_runs_on_the_slurm_cluster(tmp_path, capsys, forget_plugins):
     assert {r["method"] for r in records if r["status"] == "done"} == {"two_factor", "lora"}
     assert all("plugin" in r for r in records if r["method"] == "two_factor")
 
+
+
+def test_a_suite_names_a_module_plugin(tmp_path, monkeypatch, forget_plugins):
+    suite = _project(tmp_path)
+    package = tmp_path / "lib" / "my_methods_pkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "factors.py").write_text(PLUGIN.format(name="two_factor"))
+    monkeypatch.syspath_prepend(str(tmp_path / "lib"))
+    suite.write_text(suite.read_text().replace('"plugins/two_factor.py"',
+                                               '"my_methods_pkg.factors"'))
+    run = next(r for r in load_suite(suite).runs if r.method == "two_factor")
+    assert run.plugin == {"module": "my_methods_pkg.factors", "how": "module",
+                          "file": str(package / "factors.py"),
+                          "sha256": hashlib.sha256((package / "factors.py").read_bytes())
+                          .hexdigest()}
+    for name in ("my_methods_pkg.factors", "my_methods_pkg"):
+        sys.modules.pop(name, None)
