@@ -136,7 +136,7 @@ def test_a_plugin_and_an_own_task_run_table_and_list(tmp_path, capsys, forget_pl
     assert main(["tables", "--results-dir", str(results), "--out", str(tmp_path / "paper"),
                  "--benchmarks", "synth", "--no-figures", "--pdf", "skip"]) == 0
     table = (tmp_path / "paper" / "table1_synth.tex").read_text()
-    assert "Two-Factor" in table and "shapes" in table.lower()
+    assert "Two-Factor" in table and "shapes" in table.lower() and "Custom" in table
     acc = next(r["metrics"]["test_acc"] for r in records
                if r["method"] == "two_factor" and r["task"] == "shapes")
     assert f"{acc:.1f}" in table.split("Two-Factor", 1)[1].split("\\\\")[0]
