@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("heartbench.data.cli", "write synthetic/twin datasets; verify or prepare VTAB-1K and few-shot copies"),
     "pretrain": ("heartbench.pretrain", "pretrain the small CPU-twin backbones on Fashion-MNIST"),
     "check": ("heartbench.report.check", "check stored results against the paper's reported numbers"),
+    "new-method": ("heartbench.scaffold", "write a plugin method to start from: the method, its contract test, a suite beside LoRA and Bi-LoRA"),
     "figure5": ("heartbench.figure5", "draw Figure 5 (attention maps of Heart-LoRA vs Bi-LoRA) from two records"),
 }
 

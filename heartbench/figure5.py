@@ -162,7 +162,9 @@ def load_model(record: dict) -> tuple[Any, Any]:
     """The record's backbone with its stored adapter (and head) loaded, in eval mode."""
     from heartbench.adapters.base import load_adapter
     from heartbench.backbones import build_backbone
+    from heartbench.suite import activate
 
+    activate(record)  # a plugin method's record: its plugin, as it ran
     b = record["backbone"]
     backbone = build_backbone(b["name"], record["num_classes"], weights=b.get("weights"),
                               drop_path_rate=0.0, pre_logits=b.get("pre_logits", False),

@@ -98,6 +98,7 @@ def main(args: argparse.Namespace) -> int:
     check_device(suite, runs, executor)
     runs = with_content(suite, runs)  # data fingerprint and weights hash, for is_done
     todo = [r for r in runs if args.force or not is_done(results_dir, r, report=True)]
+    _say_plugin_changes(results_dir, todo)
     reused = {} if args.force else reuse_done(results_dir, todo)  # done by another suite
     todo = [r for r in todo if r.run_id not in reused]
     sources = ", ".join(sorted(set(reused.values())))
@@ -130,6 +131,16 @@ def main(args: argparse.Namespace) -> int:
             return 130
         return summarise(outcomes)
     return watch(executor, jobs, shards, results_dir, todo)
+
+
+def _say_plugin_changes(results_dir: Path, todo: list[Any]) -> None:
+    """One line per run that trains again because its plugin's source changed."""
+    from heartbench.status import plugin_change
+
+    for run in todo:
+        why = plugin_change(results_dir, run)
+        if why:
+            print(f"{run.run_id} ({run.task}, {run.label}): {why}; running it")
 
 
 def resolve_executor(name: str) -> str:
@@ -537,9 +548,12 @@ class RunShard(_Checkpointable):
         import torch
 
         from heartbench.pack import consecutive_packs, run_pack
+        from heartbench.suite import activate
 
         if self.threads > 0:
             torch.set_num_threads(self.threads)
+        for spec in specs:  # a fresh worker imports the runs' plugins, declares their tasks
+            activate(spec)
         outcomes: list[dict[str, Any]] = []
         # SIGTERM (Slurm sends it on scancel, requeue, preemption, and at the time limit
         # after USR2 has requeued) and SIGINT stop the shard at a safe point: it exits at

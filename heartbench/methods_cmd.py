@@ -19,6 +19,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-classes", type=int, default=100,
                         help="classes of the head, reported separately (default 100)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--plugins", action="append", default=[], metavar="FILE_OR_MODULE",
+                        help="also import this plugin (a .py file or a module name) and list its"
+                             " methods (repeatable)")
+    parser.add_argument("--suite", help="also import the plugins this suite TOML names")
+
+
+def load_requested_plugins(args: argparse.Namespace) -> None:
+    """The plugins of ``--plugins``, ``--suite`` and the installed entry points."""
+    from pathlib import Path
+
+    from heartbench.plugins import load_entry_points, load_plugins
+    from heartbench.suite import read_toml
+
+    load_entry_points()
+    load_plugins(args.plugins, Path.cwd(), "--plugins")
+    if args.suite:
+        path = Path(args.suite)
+        entries = (read_toml(path).get("suite") or {}).get("plugins", [])
+        load_plugins(entries, path.parent, f"{path}: suite.plugins")
 
 
 def method_rows(backbone_name: str, num_classes: int = 100) -> list[dict[str, Any]]:
@@ -27,6 +46,7 @@ def method_rows(backbone_name: str, num_classes: int = 100) -> list[dict[str, An
     from heartbench.adapters import METHODS, create_method
     from heartbench.backbones import build_backbone
     from heartbench.errors import UserError
+    from heartbench.plugins import plugin_of
 
     with torch.device("meta"):  # built once, shapes only; each method gets its own copy
         template = build_backbone(backbone_name, num_classes)
@@ -34,17 +54,20 @@ def method_rows(backbone_name: str, num_classes: int = 100) -> list[dict[str, An
     for name in sorted(METHODS):
         torch.manual_seed(0)
         backbone = _uninitialised_copy(template)
+        plugin = plugin_of(name)
+        source = {"plugin": plugin.where} if plugin else {}
         method = create_method(name)
         try:
             method.check_backbone(backbone)
         except UserError as err:  # e.g. VPT on Swin: listed, not sized
-            rows.append({"method": name, "unsupported": str(err)})
+            rows.append({"method": name, "unsupported": str(err), **source})
             continue
         method.attach(backbone)
         method.nominal_state()
         stored = method.stored_bytes()
         rows.append({
-            "method": name, "trainable_params": method.num_trainable(), "stored_bytes": stored,
+            "method": name, **source, "trainable_params": method.num_trainable(),
+            "stored_bytes": stored,
             "stored_mib": stored / 2**20, "mergeable": method.mergeable,
             "head_params": sum(p.numel() for p in backbone.head_parameters()),
             "config": method.config.to_dict(),
@@ -72,6 +95,7 @@ def main(args: argparse.Namespace) -> int:
 
     if args.num_classes < 1:
         raise UserError(f"--num-classes must be >= 1, got {args.num_classes}")
+    load_requested_plugins(args)
     rows = method_rows(args.backbone, args.num_classes)
     if args.json:
         print(json.dumps({"backbone": args.backbone, "methods": rows}, indent=2))
@@ -86,6 +110,8 @@ def main(args: argparse.Namespace) -> int:
                   f" {r['unsupported']}")
             continue
         config = " ".join(f"{k}={v}" for k, v in r["config"].items())
+        if "plugin" in r:
+            config += f"  (plugin {r['plugin']})"
         print(f"{r['method']:<12} {r['trainable_params']:>17,} {r['stored_bytes']:>13,}"
               f" {r['stored_mib']:>8.3f}  {'yes' if r['mergeable'] else 'no ':<5}  {config}")
     return 0

@@ -128,12 +128,16 @@ def check_inputs(suite: Any, runs: list[Any], deep: bool = False) -> None:
     the manifest's deep checks too, ``run --verify-deep``)."""
 
     tasks = sorted({r.task for r in runs})
+    # Tasks the suite declares ([tasks.NAME]) are the user's folders: checked, never written,
+    # and not the benchmark's standard copy.
+    own = sorted({r.task for r in runs if getattr(r, "custom_task", None)})
+    standard = [t for t in tasks if t not in own]
     if suite.benchmark in ("synth", "vtab_mini", "fewshot_mini"):
         # Synthetic and twin data are deterministic, made from installed packages: write
         # each missing task rather than fail (a whole folder or none, if interrupted).
         from heartbench.data.twin import ensure_twin_task
 
-        for task in tasks:
+        for task in standard:
             folder = Path(suite.data_root) / task
             if folder.is_symlink() and not folder.is_dir():
                 raise UserError(f"{suite.benchmark} task folder {folder} {what_is(folder)};"
@@ -145,13 +149,13 @@ def check_inputs(suite: Any, runs: list[Any], deep: bool = False) -> None:
     try:
         _check_layout(suite, runs, tasks)
     except MissingData as err:
-        hint = data_hint(suite, tasks)
-        if hint:
+        hint = data_hint(suite, standard) if standard else None
+        if hint and not (own and str(err).startswith("task ")):
             raise UserError(f"{err}; {hint}") from None
         raise
     from heartbench.data.verify import check_standard_copy  # vtab1k/fewshot: the manifest
 
-    warning = check_standard_copy(suite.data_root, suite.benchmark, tasks,
+    warning = check_standard_copy(suite.data_root, suite.benchmark, standard,
                                   sorted({r.shots for r in runs if r.shots}),
                                   sorted({r.seed for r in runs}), deep=deep)
     if warning:

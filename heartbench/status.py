@@ -193,7 +193,7 @@ def run_states(results_dir: Path, runs: list[Any],
             continue
         launch = (launches or {}).get(run.run_id)
         if launch is None:
-            states[run.run_id] = RunState("not submitted")
+            states[run.run_id] = RunState("not submitted", plugin_change(results_dir, run) or "")
             continue
         executor, entry = launch
         job = entry["job"]
@@ -212,6 +212,31 @@ def run_states(results_dir: Path, runs: list[Any],
             states[run.run_id] = RunState("pending", f"job {job} {state.lower()}, earlier runs"
                                           " of its task first", job)
     return states
+
+
+def plugin_change(results_dir: Path, run: Any) -> str | None:
+    """Why a plugin method's run has a new id: a record of the same run (task, label, seed,
+    config) made with another version of its plugin's source. None when there is none."""
+    plugin = getattr(run, "plugin", None)
+    if not plugin:
+        return None
+    same = ("task", "method", "label", "seed", "shots", "grid", "method_config")
+    for path in sorted((results_dir / run.suite).glob("*.json")):
+        if path.stem == run.run_id:
+            continue
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        old = record.get("plugin") if isinstance(record, dict) else None
+        if not isinstance(old, dict) or old.get("sha256") == plugin["sha256"]:
+            continue
+        if all(record.get(k) == getattr(run, k) for k in same):
+            name = Path(plugin["file"]).name if plugin.get("file") else plugin["module"]
+            return (f"plugin source changed: {name} sha256 {str(old.get('sha256'))[:12]} ->"
+                    f" {plugin['sha256'][:12]} since {record.get('run_id', path.stem)} ran"
+                    f" ({record.get('status')})")
+    return None
 
 
 def epochs_done(suite_dir: Path, run_id: str) -> int | None:

@@ -3,7 +3,11 @@
 Schema (every key optional unless marked; README.md "Suites" has the long form)::
 
     [suite]      name, description, benchmark*, data_root*, data_command (what makes the data,
-                 named when it is missing; {root}, {tasks}), tasks, seeds, eval_protocol, shots
+                 named when it is missing; {root}, {tasks}), tasks, seeds, eval_protocol, shots,
+                 plugins (method files, relative to the suite file, or module names: plugins.py)
+    [tasks.NAME] root*, num_classes*, group: a task of your own in the VTAB-1K list layout
+                 (root relative to the suite file; group default "Custom"); it joins
+                 suite.tasks (methods[].tasks may still leave it out)
     [backbone]   name*, weights, drop_path_rate, kwargs, pre_logits (the paper's ViT-B/16
                  representation layer, loaded from the .npz: backbones.PreLogits)
     [train]      epochs, warmup_epochs, lr, weight_decay, batch_size, warmup_lr_init, min_lr,
@@ -96,7 +100,9 @@ LEGACY_FEWSHOT_TRAIN: dict[str, Any] = {"mixup": 0.0, "cutmix": 0.0, "label_smoo
 SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "suite": {"name": str, "description": str, "benchmark": str, "data_root": str,
               "data_command": str,
-              "tasks": list, "seeds": list, "eval_protocol": str, "shots": list},
+              "tasks": list, "seeds": list, "eval_protocol": str, "shots": list,
+              "plugins": list},
+    "tasks": {},  # [tasks.NAME]: checked against CUSTOM_TASK_SCHEMA
     "backbone": {"name": str, "weights": str, "drop_path_rate": (int, float), "kwargs": dict,
                  "pre_logits": bool},
     "train": {k: (int, float) if isinstance(v, float) else type(v)
@@ -109,6 +115,8 @@ SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
                 "eval_protocol": str},
 }
 REQUIRED = {"suite": ("benchmark", "data_root"), "backbone": ("name",), "methods": ("name",)}
+CUSTOM_TASK_SCHEMA: dict[str, type | tuple[type, ...]] = {"root": str, "num_classes": int,
+                                                          "group": str}
 
 
 @dataclass(frozen=True)
@@ -139,6 +147,11 @@ class RunSpec:
     # the twins' Full fine-tuning: MBs per run); the record says so (``adapter.kept = false``). Not
     # part of run_id: it does not change the result.
     keep_adapter: bool = True
+    # A plugin method's origin (plugins.Plugin.to_dict: module, file, sha256, how): a fresh
+    # worker imports it from there; its sha256 is part of the identity. None: built in.
+    plugin: dict[str, str] | None = None
+    # A task declared in the suite ([tasks.NAME]: root, num_classes, group). None: registered.
+    custom_task: dict[str, Any] | None = None
 
     def identity(self) -> dict[str, Any]:
         """What changes this run's result: hashed into run_id."""
@@ -146,11 +159,17 @@ class RunSpec:
 
         train = {k: v for k, v in self.train.items() if k not in NON_RESULT_TRAIN_KEYS
                  and not (k in LEGACY_TRAIN and v == LEGACY_TRAIN[k])}
-        return {"benchmark": self.benchmark, "task": self.task, "shots": self.shots,
-                "method": self.method,
-                "method_config": identity_config(self.method, self.method_config),
-                "search": self.search, "backbone": self.backbone, "train": train,
-                "seed": self.seed, "eval_protocol": self.eval_protocol}
+        identity = {"benchmark": self.benchmark, "task": self.task, "shots": self.shots,
+                    "method": self.method,
+                    "method_config": identity_config(self.method, self.method_config),
+                    "search": self.search, "backbone": self.backbone, "train": train,
+                    "seed": self.seed, "eval_protocol": self.eval_protocol}
+        # Only plugin methods and suite-declared tasks add keys: other runs keep their ids.
+        if self.plugin:
+            identity["plugin_sha256"] = self.plugin["sha256"]
+        if self.custom_task:
+            identity["custom_task"] = {"num_classes": self.custom_task["num_classes"]}
+        return identity
 
     @property
     def searched(self) -> int:
@@ -257,18 +276,24 @@ def load_suite(path: str | Path, data_root: str | None = None) -> Suite:
 
 
 def _build(path: Path, raw: dict[str, Any], data_root: str | None) -> Suite:
-    from heartbench.data.tasks import get_benchmark, resolve_task
+    from heartbench.data.tasks import get_benchmark, registered_tasks, resolve_task
+    from heartbench.plugins import load_plugins, plugin_of
 
     s = raw["suite"]
     benchmark = s["benchmark"]
     try:
-        tasks_info = get_benchmark(benchmark)
+        get_benchmark(benchmark)
     except UserError as err:
         raise UserError(f"{path}: suite.benchmark: {err}") from None
+    # Plugins before anything names a method; custom tasks before anything names a task.
+    load_plugins(s.get("plugins", []), path.parent, f"{path}: suite.plugins")
+    custom = _custom_tasks(path, benchmark, raw.get("tasks", {}))
+    tasks_info = get_benchmark(benchmark)
     task_names = _task_list(path, "suite.tasks", s.get("tasks", ["all"]))
-    if task_names == ["all"]:
-        task_names = list(tasks_info)
+    if task_names == ["all"]:  # the registered tasks: another suite's declared ones are not ours
+        task_names = list(registered_tasks(benchmark))
     tasks = [_task(path, "suite.tasks", benchmark, t, resolve_task).name for t in task_names]
+    tasks += [t for t in custom if t not in tasks]  # a declared task runs: declaring says so
     protocol = s.get("eval_protocol", "last")
     if protocol not in EVAL_PROTOCOLS:
         raise UserError(f"{path}: suite.eval_protocol: {one_of('protocol', protocol, EVAL_PROTOCOLS)}")
@@ -320,7 +345,9 @@ def _build(path: Path, raw: dict[str, Any], data_root: str | None) -> Suite:
                         method=entry["name"], label=entry.get("label", _default_label(entry)),
                         method_config=config, grid=grid, search=search, backbone=backbone,
                         train=method_train, seed=seed, eval_protocol=method_protocol,
-                        keep_adapter=entry.get("keep_adapter", True))
+                        keep_adapter=entry.get("keep_adapter", True),
+                        plugin=_plugin_dict(plugin_of(entry["name"])),
+                        custom_task=custom.get(task))
                     _check_warmup(path, where, spec)
                     suite.runs.append(_with_id(spec))
     _check_duplicates(path, suite.runs)
@@ -342,6 +369,55 @@ def _suite_name(path: Path, table: dict[str, Any]) -> str:
                         " digits, '.', '_', '-', '+' (no spaces), e.g. suite.name ="
                         f" {re.sub(r'[^A-Za-z0-9._+-]+', '_', name).strip('._+-') or 'my_suite'!r}")
     return name
+
+
+def _plugin_dict(plugin: Any) -> dict[str, str] | None:
+    return plugin.to_dict() if plugin is not None else None
+
+
+def _custom_tasks(path: Path, benchmark: str, tables: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Declare the suite's own tasks ([tasks.NAME]) in the task registry; name -> what a
+    RunSpec carries so that a worker declares it too."""
+    from heartbench.data.tasks import CUSTOM_GROUP, declare_task, is_fewshot
+
+    if not isinstance(tables, dict):
+        raise UserError(f"{path}: [tasks] must hold tables [tasks.NAME], got {tables!r}")
+    for name, table in tables.items():
+        _check_table(path, f"tasks.{name}", table, CUSTOM_TASK_SCHEMA)
+        for key in ("root", "num_classes"):
+            if key not in table:
+                raise UserError(f"{path}: missing required key tasks.{name}.{key}")
+    if tables and is_fewshot(benchmark):
+        raise UserError(f"{path}: [tasks.*] declares VTAB-layout tasks; benchmark {benchmark!r}"
+                        " uses the few-shot layout")
+    out: dict[str, dict[str, Any]] = {}
+    for name, table in tables.items():
+        where = f"{path}: tasks.{name}"
+        if table["num_classes"] < 2:
+            raise UserError(f"{where}.num_classes must be >= 2, got {table['num_classes']}")
+        root = Path(os.path.expandvars(os.path.expanduser(table["root"])))
+        root = (path.parent / root).resolve()
+        info = {"root": str(root), "num_classes": table["num_classes"],
+                "group": table.get("group", CUSTOM_GROUP)}
+        try:
+            declare_task(benchmark, name, **info)
+        except UserError as err:
+            raise UserError(f"{where}: {err}") from None
+        out[name] = info
+    return out
+
+
+def activate(spec: Any) -> None:
+    """Make what a planned run (a RunSpec or a record) names known in this process: its
+    plugin imported (and checked unchanged), its custom task declared. Workers call it."""
+    from heartbench.data.tasks import declare_task
+    from heartbench.plugins import ensure_plugin
+
+    get = spec.get if isinstance(spec, dict) else lambda key: getattr(spec, key, None)
+    ensure_plugin(get("plugin"))
+    custom = get("custom_task")
+    if custom:
+        declare_task(get("benchmark"), get("task"), **custom)
 
 
 def _check_schedule(path: Path, where: str, name: str, config: dict[str, Any],

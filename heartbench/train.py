@@ -569,6 +569,9 @@ def base_record(spec: RunSpec) -> dict[str, Any]:
         "versions": versions(), "git_commit": git_commit(),
         # Data fingerprint and weights sha256: a changed copy reruns (heartbench/content.py).
         "content": spec.content or None,
+        # Only plugin methods and suite-declared tasks have these: where they come from.
+        **({"plugin": spec.plugin} if spec.plugin else {}),
+        **({"custom_task": spec.custom_task} if spec.custom_task else {}),
     }
 
 
@@ -598,7 +601,9 @@ def spec_from_record(record: dict[str, Any]) -> RunSpec:
     LEGACY_FEWSHOT_TRAIN) completed with the legacy values of keys added after it was
     stored (adapters.base.complete_stored_config)."""
     from heartbench.adapters.base import complete_stored_config
+    from heartbench.suite import activate
 
+    activate(record)  # its plugin (unchanged since it ran) and its custom task, first
     fields = RunSpec.__dataclass_fields__
     values = {k: record[k] for k in fields if k in record}
     values["method_config"] = complete_stored_config(record["method"],

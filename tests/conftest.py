@@ -10,6 +10,16 @@ import torch
 from heartbench.backbones import Backbone, build_backbone
 
 
+@pytest.fixture(autouse=True)
+def _forget_declared_tasks() -> Iterator[None]:
+    """A suite's own tasks ([tasks.NAME]) are declared for the process: forget them after each
+    test so that one test's tasks never reach another's plan."""
+    yield
+    from heartbench.data import tasks
+
+    tasks._CUSTOM.clear()
+
+
 def _tiny(name: str = "vit_test", num_classes: int = 5, seed: int = 0) -> Backbone:
     torch.manual_seed(seed)
     backbone = build_backbone(name, num_classes)

@@ -558,17 +558,21 @@ def test_reuse_skips_a_source_without_its_adapter_and_odd_folders(
     folder whose name no suite can have is not a suite: neither stops or feeds the reuse."""
     from heartbench.runs import reuse_done
     from heartbench.suite import load_suite
-    from heartbench.train import base_record
 
-    (spec,) = load_suite(suite_file(tmp_path, synth_root)).runs
+    suite = suite_file(tmp_path, synth_root)
+    (spec,) = load_suite(suite).runs
+    trained = tmp_path / "trained"  # a real, verifiable record and adapter to offer for reuse
+    assert cli(["run", str(suite), "--executor", "debug", "--results-dir", str(trained)]) == 0
+    record = json.loads((trained / "mini" / f"{spec.run_id}.json").read_text())
+    adapter = (trained / "mini" / f"{spec.run_id}.safetensors").read_bytes()
     results = tmp_path / "results"
-    record = {**base_record(spec), "status": "done", "metrics": {"test_acc": 50.0},
-              "adapter": {"file": f"{spec.run_id}.safetensors"}}
     for folder in ("other", "my notes"):
         (results / folder).mkdir(parents=True)
         (results / folder / f"{spec.run_id}.json").write_text(
             json.dumps({**record, "suite": folder}))
     assert reuse_done(results, [spec]) == {}  # no adapter file beside the record
     (results / "other" / f"{spec.run_id}.safetensors").write_bytes(b"weights")
+    assert reuse_done(results, [spec]) == {}  # an adapter file that is not the record's
+    (results / "other" / f"{spec.run_id}.safetensors").write_bytes(adapter)
     assert reuse_done(results, [spec]) == {spec.run_id: "other"}
-    assert (results / "mini" / f"{spec.run_id}.safetensors").read_bytes() == b"weights"
+    assert (results / "mini" / f"{spec.run_id}.safetensors").read_bytes() == adapter

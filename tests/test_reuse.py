@@ -132,6 +132,8 @@ def test_only_a_done_record_from_the_same_data_is_reused(tmp_path: Path, synth_r
     folder.mkdir(parents=True)
     record = {**base_record(spec), "status": "done", "suite": "first",
               "metrics": {"test_acc": 50.0},
+              # no adapter to verify: said deliberately not kept (suite keep_adapter = false)
+              "adapter": {"file": None, "kept": False},
               "content": {**spec.content, "data": "0" * 16}}  # trained on other data
     (folder / f"{spec.run_id}.json").write_text(json.dumps(record))
     assert reuse_done(results, [spec]) == {}

@@ -42,6 +42,10 @@ class NotMergeable(Exception):
     """The method's update cannot be folded into the backbone weights."""
 
 
+class MethodNameTaken(ValueError):
+    """``register`` was given a name another method already has."""
+
+
 @dataclass
 class MethodConfig:
     """Base class of every method's config; subclasses add fields with defaults."""
@@ -480,7 +484,9 @@ def register(name: str) -> Callable[[type[Method]], type[Method]]:
 
     def decorate(cls: type[Method]) -> type[Method]:
         if name in METHODS:
-            raise ValueError(f"method {name!r} registered twice")
+            owner = METHODS[name]
+            raise MethodNameTaken(f"method name {name!r} is taken (by {owner.__module__}."
+                                  f"{owner.__qualname__})")
         cls.name = name
         METHODS[name] = cls
         return cls
@@ -491,6 +497,10 @@ def register(name: str) -> Callable[[type[Method]], type[Method]]:
 def get_method_class(name: str) -> type[Method]:
     import heartbench.adapters  # noqa: F401  (imports every method module: fills METHODS)
 
+    if name not in METHODS:  # perhaps an installed package's (entry point heartbench.methods)
+        from heartbench.plugins import load_entry_points
+
+        load_entry_points()
     if name not in METHODS:
         raise one_of("method", name, METHODS)
     return METHODS[name]
@@ -537,6 +547,11 @@ def save_adapter(method: Method, path: str | Path) -> int:
         "heartbench.config": json.dumps(method.config.to_dict(), sort_keys=True),
         **{f"heartbench.{k}": v for k, v in method.stored_metadata().items()},
     }
+    from heartbench.plugins import plugin_of
+
+    plugin = plugin_of(method.name)
+    if plugin is not None:  # load_adapter imports it (unchanged) before building the method
+        metadata["heartbench.plugin"] = json.dumps(plugin.to_dict(), sort_keys=True)
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     save_file({**{f"adapter.{k}": v for k, v in state.items()}, **head}, str(tmp), metadata)
@@ -557,6 +572,10 @@ def load_adapter(path: str | Path, backbone: Backbone) -> Method:
     if "heartbench.method" not in metadata:
         raise UserError(f"adapter file {path} was not written by heartbench (no method metadata)")
     name = metadata["heartbench.method"]
+    if "heartbench.plugin" in metadata:
+        from heartbench.plugins import ensure_plugin
+
+        ensure_plugin(json.loads(metadata["heartbench.plugin"]))
     method = create_method(name, complete_stored_config(
         name, json.loads(metadata["heartbench.config"])))
     method.attach(backbone)

@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from heartbench.errors import UserError
 
@@ -108,7 +109,15 @@ def _add_verify_prepare(sub: argparse._SubParsersAction) -> None:
         " train800 + val200 = train800val200, images present; --deep also decodes every image"
         " and looks for training images identical to test images. Exit 0 only if all match.",
     )
-    p.add_argument("root", metavar="ROOT", help="the data folder (holds one folder per task)")
+    p.add_argument("root", metavar="ROOT", nargs="?",
+                   help="the data folder (holds one folder per task); with --num-classes, one"
+                        " task folder of your own")
+    p.add_argument("--suite", metavar="SUITE",
+                   help="check the tasks this suite declares ([tasks.NAME] root, num_classes)"
+                        " instead of a standard copy")
+    p.add_argument("--num-classes", type=int, metavar="N",
+                   help="ROOT is one task folder of your own in the VTAB-1K list layout with"
+                        " N classes: check its layout")
     p.add_argument("--benchmark", choices=("vtab1k", "fewshot"), default="vtab1k",
                    help="which standard copy ROOT claims to be (default vtab1k)")
     p.add_argument("--tasks", default=None, help="comma-separated subset of tasks/datasets")
@@ -166,12 +175,64 @@ def _verify(root: str, benchmark: str, tasks: list[str] | None, deep: bool,
     return 0 if all(c.ok for c in checks) else 2
 
 
+def _verify_own(args: argparse.Namespace) -> int:
+    """``--suite``: the suite's [tasks.NAME]; ``ROOT --num-classes N``: one folder."""
+    from pathlib import Path
+
+    from heartbench.data.tasks import TaskInfo
+    from heartbench.data.verify import check_custom_task
+
+    if args.suite and args.num_classes is not None:
+        raise UserError("give --suite SUITE or ROOT --num-classes N, not both")
+    if args.suite:
+        infos = _suite_tasks(Path(args.suite), _names(args.tasks))
+    else:
+        if args.root is None:
+            raise UserError("--num-classes N checks the task folder ROOT: give ROOT")
+        if args.num_classes < 2:
+            raise UserError(f"--num-classes must be >= 2, got {args.num_classes}")
+        root = Path(args.root).resolve()
+        infos = [TaskInfo(root.name, args.num_classes, "Custom", (), "vtab1k", root=str(root))]
+    checks = [check_custom_task(info, args.deep, _progress(sys.stderr.isatty())) for info in infos]
+    for check in checks:
+        print(check.row())
+    bad = [c.task for c in checks if not c.ok]
+    print(f"{len(checks) - len(bad)} of {len(checks)} task(s) of your own are well formed"
+          + (f"; not: {', '.join(bad)}" if bad else ""))
+    return 2 if bad else 0
+
+
+def _suite_tasks(path: Any, names: list[str] | None) -> list[Any]:
+    from heartbench.data.tasks import get_benchmark
+    from heartbench.suite import _custom_tasks, read_toml
+
+    raw = read_toml(path)
+    benchmark = (raw.get("suite") or {}).get("benchmark", "vtab1k")
+    get_benchmark(benchmark)
+    tables = raw.get("tasks") or {}
+    if not isinstance(tables, dict) or not tables:
+        raise UserError(f"{path}: declares no task of its own ([tasks.NAME] root = ...,"
+                        " num_classes = N)")
+    declared = _custom_tasks(path, benchmark, tables)
+    unknown = [n for n in names or [] if n not in declared]
+    if unknown:
+        raise UserError(f"{path}: declares no task {unknown[0]!r}; it declares"
+                        f" {', '.join(declared)}")
+    infos = get_benchmark(benchmark)
+    return [infos[n] for n in (names or declared)]
+
+
 def main(args: argparse.Namespace) -> int:
     what = getattr(args, "data_command", None)
     if what is None:
         raise UserError("say what to write or check: synth, vtab-mini, fewshot-mini, verify"
                         " or prepare (see --help)")
     if what == "verify":
+        if args.suite or args.num_classes is not None:
+            return _verify_own(args)
+        if args.root is None:
+            raise UserError("data verify needs ROOT (a standard copy), --suite SUITE (its"
+                            " declared tasks) or ROOT --num-classes N (a task folder of your own)")
         return _verify(args.root, args.benchmark, _names(args.tasks), args.deep, args.json)
     try:
         with _sigterm_raises():

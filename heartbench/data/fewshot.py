@@ -21,7 +21,7 @@ from typing import Any
 
 from PIL import Image
 
-from heartbench.data.tasks import TaskInfo, get_benchmark, resolve_task
+from heartbench.data.tasks import TaskInfo, registered_tasks, resolve_task
 from heartbench.data.vtab import ListDataset, check_files_exist, find_folder, parse_list
 from heartbench.errors import MissingData, UserError, one_of
 
@@ -128,7 +128,7 @@ def validate_fewshot(
     Same checks as :func:`heartbench.data.vtab.validate_vtab`; the train split is checked
     for every (shots, seed) pair.
     """
-    names = list(get_benchmark(benchmark)) if datasets is None else list(datasets)
+    names = list(registered_tasks(benchmark)) if datasets is None else list(datasets)
     shots, seeds, splits = list(shots), list(seeds), list(splits)
     for split in splits:
         annotation_name(split, 1, 0)

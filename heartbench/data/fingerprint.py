@@ -64,7 +64,11 @@ def file_digest(list_file: Path, base: Path) -> str:
 
 def task_fingerprint(root: str | os.PathLike, benchmark: str, task: str) -> str:
     """16 hex digits that change when any list file or any listed image's size changes."""
-    info = resolve_task(benchmark, task)
+    return info_fingerprint(root, benchmark, resolve_task(benchmark, task))
+
+
+def info_fingerprint(root: str | os.PathLike, benchmark: str, info: TaskInfo) -> str:
+    """:func:`task_fingerprint` of a TaskInfo (a task of one's own need not be declared)."""
     base, files = list_paths(root, benchmark, info)
     h = hashlib.sha256(f"{benchmark}/{info.name}\0".encode())
     for path in files:

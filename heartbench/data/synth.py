@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from heartbench.data.tasks import get_benchmark, resolve_task
+from heartbench.data.tasks import get_benchmark, registered_tasks, resolve_task
 from heartbench.data.twin.writer import task_folder
 from heartbench.data.writing import balanced_labels, task_rng, write_vtab_task
 
@@ -89,7 +89,7 @@ def write_synth(
 
     Each task appears whole or not at all (``task_folder``)."""
     infos = get_benchmark("synth")
-    names = list(infos) if tasks is None else [resolve_task("synth", t).name for t in tasks]
+    names = list(registered_tasks("synth")) if tasks is None else [resolve_task("synth", t).name for t in tasks]
     summary = {}
     for name in names:
         info = infos[name]

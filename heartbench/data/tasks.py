@@ -27,6 +27,9 @@ class TaskInfo:
     aliases: tuple[str, ...] = ()
     benchmark: str = ""
     note: str = ""
+    # A task a suite declares ([tasks.NAME] root = ...): its own folder, wherever the
+    # benchmark's data root is. None for the registered tasks (data_root/<name>).
+    root: str | None = None
 
     @property
     def folder_names(self) -> tuple[str, ...]:
@@ -281,6 +284,10 @@ _BENCHMARKS: dict[str, dict[str, TaskInfo]] = {
 
 BENCHMARKS: tuple[str, ...] = tuple(_BENCHMARKS)
 
+# Tasks declared by suites ([tasks.NAME]), per benchmark, after the registered ones.
+CUSTOM_GROUP = "Custom"
+_CUSTOM: dict[str, dict[str, TaskInfo]] = {}
+
 # Benchmarks whose data use the few-shot annotation layout (the others use VTAB-1K's).
 FEWSHOT_BENCHMARKS: tuple[str, ...] = ("fewshot", "fewshot_mini")
 
@@ -288,9 +295,39 @@ FEWSHOT_BENCHMARKS: tuple[str, ...] = ("fewshot", "fewshot_mini")
 def get_benchmark(name: str) -> dict[str, TaskInfo]:
     """All tasks of a benchmark, canonical name -> TaskInfo, in the paper's order."""
     try:
-        return dict(_BENCHMARKS[name])
+        return {**_BENCHMARKS[name], **_CUSTOM.get(name, {})}
     except KeyError:
         raise one_of("benchmark", name, _BENCHMARKS) from None
+
+
+def registered_tasks(name: str) -> dict[str, TaskInfo]:
+    """The benchmark's own tasks, without the tasks a suite declared in this process: what
+    data writers and a suite's ``tasks = ["all"]`` mean."""
+    return {k: v for k, v in get_benchmark(name).items() if v.root is None}
+
+
+def declare_task(benchmark: str, name: str, root: str, num_classes: int,
+                 group: str = CUSTOM_GROUP) -> TaskInfo:
+    """Add a task of the user's own (a folder in the VTAB-1K list layout) to ``benchmark``
+    for this process; declaring it again replaces it. A registered task's name or alias is
+    refused."""
+    if benchmark not in _BENCHMARKS:
+        raise one_of("benchmark", benchmark, _BENCHMARKS)
+    registered = _BENCHMARKS[benchmark]
+    key = name.strip().lower()
+    for info in registered.values():
+        if key == info.name.lower() or key in (a.lower() for a in info.aliases):
+            raise UserError(f"task name {name!r} is {benchmark}'s task {info.name!r}; give"
+                            " your task another name")
+    if not name or not all(c.isalnum() or c in "_-." for c in name):
+        raise UserError(f"task name {name!r} must be letters, digits, '_', '-' or '.'")
+    info = TaskInfo(name, num_classes, group, (), benchmark, f"your task: {root}", root=root)
+    _CUSTOM.setdefault(benchmark, {})[name] = info
+    return info
+
+
+def is_custom(info: TaskInfo) -> bool:
+    return info.root is not None
 
 
 def is_fewshot(benchmark: str) -> bool:

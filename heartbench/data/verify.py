@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from heartbench.data import manifest as mf
-from heartbench.data.fingerprint import copy_fingerprint, task_fingerprint
+from heartbench.data.fingerprint import copy_fingerprint, info_fingerprint, task_fingerprint
 from heartbench.data.tasks import TaskInfo, get_benchmark, resolve_task
 from heartbench.errors import UserError
 
@@ -325,6 +325,48 @@ def check_fewshot_dataset(root: Path, name: str, deep: bool = False,
 # ---------------------------------------------------------------------------
 # Whole copies
 # ---------------------------------------------------------------------------
+def check_custom_task(info: TaskInfo, deep: bool = False,
+                      progress: Progress = _no_progress) -> TaskCheck:
+    """A task of the user's own (``[tasks.NAME]`` of a suite, ``info.root`` its folder): no
+    manifest to compare with, so the layout only: train800val200.txt and test.txt exist,
+    labels are integers in [0, num_classes), every listed image exists, train800 + val200 =
+    train800val200 where those two lists are given; ``deep``: every image decodes and no
+    test image is a training image."""
+    assert info.root is not None
+    folder = Path(info.root)
+    check = TaskCheck(info.name)
+    if not folder.is_dir():
+        check.problems.append(f"no task folder {folder}")
+        return check
+    optional = [s for s in ("train800", "val200") if (folder / f"{s}.txt").is_file()]
+    if len(optional) == 1:
+        check.problems.append(f"{optional[0]}.txt without"
+                              f" {'val200' if optional[0] == 'train800' else 'train800'}.txt")
+    lists: dict[str, list[Entry] | None] = {}
+    for split in ("train800val200", "test", *(optional if len(optional) == 2 else [])):
+        lists[split] = read_entries(folder / f"{split}.txt", info.num_classes, check)
+        if lists[split] is not None:
+            check.counts[split] = len(lists[split])  # type: ignore[arg-type]
+    if not _all_present(folder, lists, check):
+        return check
+    if len(optional) == 2:
+        _check_union(folder, lists, check)  # type: ignore[arg-type]
+    for split in ("train800val200", "test"):
+        if not lists[split]:
+            check.problems.append(f"{split}.txt lists no image")
+    seen = len({label for _, label in lists["test"] or []})
+    check.notes.append(f"{seen}/{info.num_classes} classes in test")
+    if deep and check.ok:
+        rels = sorted({rel for entries in lists.values() for rel, _ in entries or []})
+        scan = scan_images(folder, rels, progress, info.name)
+        report_scan(scan, check)
+        train = [r for s, e in lists.items() if s != "test" for r, _ in e or []]
+        report_duplicates(train, [r for r, _ in lists["test"] or []], scan, None, check)
+    if check.ok:
+        check.fingerprint = info_fingerprint(folder.parent, info.benchmark, info)
+    return check
+
+
 def manifest_tasks(benchmark: str) -> dict[str, TaskInfo]:
     if benchmark not in mf.MANIFEST_BENCHMARKS:
         raise UserError(f"data verify checks the standard copies of"

@@ -19,7 +19,7 @@ from typing import Any
 
 from PIL import Image
 
-from heartbench.data.tasks import TaskInfo, get_benchmark, resolve_task
+from heartbench.data.tasks import TaskInfo, registered_tasks, resolve_task
 from heartbench.errors import MissingData, UserError, one_of, what_is
 
 VTAB_SPLITS: tuple[str, ...] = ("train800", "val200", "train800val200", "test")
@@ -128,6 +128,12 @@ def find_folder(root: str | os.PathLike, info: TaskInfo, what: str, layout: str,
     ``what`` names the kind of folder (task, dataset), ``layout`` describes the benchmark's whole layout and ``expected`` what the task's
     folder should hold; both go into the one-line error.
     """
+    if info.root is not None:  # a task the suite declared, in its own folder
+        if not Path(info.root).is_dir():
+            raise MissingData(f"task {info.name!r}: its root {info.root} does not exist or is"
+                              f" not a folder; expected {info.root}/train800val200.txt and"
+                              " test.txt with lines 'images/x.jpg <label>'")
+        return Path(info.root)
     root = Path(root)
     if not root.is_dir():
         raise MissingData(
@@ -290,12 +296,13 @@ def validate_vtab(
     line without a label, a non-integer label, a label outside [0, num_classes), or a
     listed image that does not exist.
     """
-    names = list(get_benchmark(benchmark)) if tasks is None else list(tasks)
+    names = list(registered_tasks(benchmark)) if tasks is None else list(tasks)
     splits = list(splits)
     for split in splits:
         _check_split(split)
     root = Path(root)
-    if not root.is_dir():
+    infos = [resolve_task(benchmark, name) for name in names]
+    if not root.is_dir() and any(info.root is None for info in infos):
         raise MissingData(
             f"{benchmark} data root {root} does not exist or is not a folder;"
             f" expected {VTAB_LAYOUT}"

@@ -229,6 +229,12 @@ def measured_group_block(block: MeasuredBlock, decimals: int) -> TexBlock:
     return _measured_rows(block, list(table_spec(block.table).layout), decimals, size=False)
 
 
+def _group_header(group: str) -> str:
+    """A group's column header; a suite's own group (tasks declared in a suite: "Custom"
+    unless it names one) as given."""
+    return COLUMN_HEADER.get(group) or tex(group)
+
+
 def _task_header(task: str) -> str:
     return ref.TASK_HEADER.get(task, tex(task))
 
@@ -301,7 +307,7 @@ def table_model(number: int, reported: ref.ReportedTable | None,
         out += [measured_task_block(b, decimals, size) for b in blocks]
         return TexTable(template="table_tasks.tex.j2",
                         lead=["Size (MB)", "Avg. Acc."] if size else ["Avg."],
-                        columns=[(_task_header(t), COLUMN_HEADER[groups[t]]) for t in tasks],
+                        columns=[(_task_header(t), _group_header(groups[t])) for t in tasks],
                         blocks=out, wide=spec.per_task or len(tasks) > 6, **common)
     layout = spec.layout
     out = [reported_group_block(reported)] if reported is not None else []

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from heartbench.data.tasks import get_benchmark, resolve_task
+from heartbench.data.tasks import registered_tasks, resolve_task
 from heartbench.data.twin.common import stratified_split
 from heartbench.data.twin.images import SIZE, pad_to, resize, to_rgb
 from heartbench.data.twin.sources import animal_silhouettes, mnist_digits, sklearn_digits
@@ -81,7 +81,7 @@ def write_fewshot_mini(
     (so the K-shot list of a seed contains its smaller-shot lists).
     """
     names = (
-        list(get_benchmark("fewshot_mini"))
+        list(registered_tasks("fewshot_mini"))
         if datasets is None
         else [resolve_task("fewshot_mini", d).name for d in datasets]
     )

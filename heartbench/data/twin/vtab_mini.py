@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 
-from heartbench.data.tasks import get_benchmark, resolve_task
+from heartbench.data.tasks import registered_tasks, resolve_task
 from heartbench.data.twin.common import TaskData
 from heartbench.data.twin.natural import build_animals, build_digits8, build_mnist, build_textures
 from heartbench.data.twin.specialized import build_histology, build_modality, build_retina
@@ -51,7 +51,7 @@ def write_vtab_mini(
     ``progress`` may wrap the task iterator (e.g. tqdm) — library code never prints.
     """
     names = (
-        list(get_benchmark("vtab_mini"))
+        list(registered_tasks("vtab_mini"))
         if tasks is None
         else [resolve_task("vtab_mini", t).name for t in tasks]
     )
