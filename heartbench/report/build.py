@@ -54,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pdf", choices=PDF_MODES, default="auto",
                         help="compile preview.pdf: auto (if pdflatex exists), require "
                              "(fail without pdflatex), skip")
+    parser.add_argument("--skip-unreadable", action="store_true",
+                        help="build without record files that cannot be read (default: stop, "
+                             "exit 1, naming them: a left-out record moves rows silently)")
     parser.add_argument("--tolerance", type=float, default=1.0,
                         help="points beyond which a measured-minus-reported cell is bold (default 1.0)")
 
@@ -65,6 +68,7 @@ class BuildResult:
     messages: list[str] = field(default_factory=list)
     pdf: Path | None = None
     pdf_error: str | None = None
+    unreadable: list[str] = field(default_factory=list)  # set: nothing was written
 
 
 def _write(path: Path, text: str) -> None:
@@ -78,8 +82,14 @@ def _write(path: Path, text: str) -> None:
 
 def build(results_dir: Path, out: Path, source: str = "both", baselines_dir: Path | None = None,
           figures: bool = True, pdf: str = "auto", tolerance: float = 1.0,
-          benchmarks: tuple[str, ...] | None = DEFAULT_BENCHMARKS) -> BuildResult:
-    """Write every table and figure the records and baselines allow; see the module docstring."""
+          benchmarks: tuple[str, ...] | None = DEFAULT_BENCHMARKS,
+          allow_unreadable: bool = False) -> BuildResult:
+    """Write every table and figure the records and baselines allow; see the module docstring.
+
+    A record file that cannot be read stops the build before anything is written
+    (``result.unreadable`` names each) unless ``allow_unreadable``: leaving a record out can
+    move a row into another table without another sign.
+    """
     from heartbench.report import latex, reference, select, tables
     from heartbench.results import RecordSet, load_records
 
@@ -94,6 +104,9 @@ def build(results_dir: Path, out: Path, source: str = "both", baselines_dir: Pat
         reported = None  # only orders the measured rows as the paper does
     recordset = load_records(results_dir) if source != "reported" else RecordSet()
     records = recordset.done
+    if recordset.skipped and not allow_unreadable:
+        result.unreadable = [f"{path}: {reason}" for path, reason in recordset.skipped]
+        return result
     if benchmarks is not None:
         left = sorted({r["benchmark"] for r in records if r["benchmark"] not in benchmarks})
         if left:
@@ -134,7 +147,7 @@ def build(results_dir: Path, out: Path, source: str = "both", baselines_dir: Pat
     failed = sum(1 for r in recordset.records if r["status"] != "done")
     intro = (f"Source: {source}. Records: {len(records)} done"
              f"{f', {failed} failed (not shown)' if failed else ''} under "
-             f"{latex.tex(str(results_dir))}; {len(recordset.skipped)} file(s) skipped."
+             f"{latex.tex(Path(results_dir).name + '/')}; {len(recordset.skipped)} file(s) skipped."
              if source != "reported" else "Source: reported (the paper's numbers only).")
     # Figure 5 comes from its own command (it runs the models); include it when it is there.
     from heartbench.report.figures import Figure
@@ -203,7 +216,14 @@ def main(args: argparse.Namespace) -> int:
           f" {'tables' if args.no_figures else 'tables and figures'} to {args.out}", flush=True)
     result = build(args.results_dir, args.out, source=args.source, baselines_dir=args.baselines,
                    figures=not args.no_figures, pdf=args.pdf, tolerance=args.tolerance,
-                   benchmarks=None if names == ("all",) else names)
+                   benchmarks=None if names == ("all",) else names,
+                   allow_unreadable=args.skip_unreadable)
+    if result.unreadable:
+        for line in result.unreadable:
+            print(f"error: unreadable record {line}")
+        print(f"error: {len(result.unreadable)} record file(s) cannot be read; nothing written "
+              "(fix or remove them, or build without them: --skip-unreadable)")
+        return 1
     for line in result.messages:
         print(line)
     for path in result.removed:
