@@ -244,6 +244,8 @@ def draw(out: Path, stem: str, panels: list[dict], layers: list[int], note: str)
     import matplotlib.pyplot as plt
     from matplotlib.colors import Normalize
 
+    from heartbench.report.figures import COLOURBAR_TICK_PT
+
     rows = [(p, run) for p in panels for run in p["runs"]]
     with plt.rc_context({"font.size": 7, "pdf.fonttype": 42, "svg.hashsalt": "heartbench",
                          "path.simplify": False}):
@@ -274,7 +276,7 @@ def draw(out: Path, stem: str, panels: list[dict], layers: list[int], note: str)
                 first = rows.index((p, p["runs"][0]))
                 bar = fig.colorbar(image, ax=[a for row in axes[first:r + 1] for a in row[1:]],
                                    location="right", fraction=0.05, pad=0.02)
-                bar.ax.tick_params(labelsize=7, length=2, pad=1)
+                bar.ax.tick_params(labelsize=COLOURBAR_TICK_PT, length=2, pad=1)
                 bar.locator = matplotlib.ticker.MaxNLocator(3)
                 bar.update_ticks()
                 bar.set_label("attention", fontsize=7)

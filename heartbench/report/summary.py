@@ -64,7 +64,7 @@ def write(path: Path, records: list[dict]) -> tuple[int, list[str]]:
     """Write the summary and its digest atomically; returns (records listed, one line per
     row added, removed or changed against the summary there before)."""
     text = render(records)
-    before = load(path) if path.exists() and digest_path(path).exists() else {}
+    before = load(path) if path.exists() else {}
     after = {(r["suite"], r["run_id"]): r for r in csv.DictReader(io.StringIO(text))}
     changes = [f"added {k[0]}/{k[1]} ({r['label']}, {r['task']}, seed {r['seed']}): "
                f"{r['test_acc']}" for k, r in sorted(after.items()) if k not in before]
