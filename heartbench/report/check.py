@@ -336,6 +336,25 @@ def check_measured(records: list[dict], reported: Any, tolerance: float) -> tupl
     return lines, not beyond
 
 
+def _content_change(record: dict) -> str | None:
+    """Whether the data or weights a re-run read differ from the record's (``content``)."""
+    from heartbench.content import file_sha256
+    from heartbench.data.fingerprint import task_fingerprint
+
+    stored = record.get("content") or {}
+    if not isinstance(stored, dict) or not stored:
+        return None
+    weights = (record.get("backbone") or {}).get("weights")
+    root = record.get("data_root")
+    now = {"data": task_fingerprint(root, record["benchmark"], record["task"]) if root else None,
+           "weights": file_sha256(weights) if weights not in (None, "timm") else None}
+    for key in ("data", "weights"):
+        if stored.get(key) and now[key] and stored[key] != now[key]:
+            return (f"the {key} it read differ from the record's ({key} {stored[key][:12]} "
+                    f"stored, {now[key][:12]} now)")
+    return None
+
+
 def _cpu_kind(info: Any) -> str | None:
     return info.get("capability") if isinstance(info, dict) else None
 
@@ -345,6 +364,7 @@ def check_reproduce(records: list[dict], count: int, seed: int,
     """Re-run a sample of CPU-twin records (smoke's synth records are throwaway: never); each
     line goes to ``emit`` as it is known, since a re-run takes a minute."""
     section = Section("reproduce")
+    other: float | None = None
     candidates = sorted((r for r in records if r["benchmark"] in KEPT_TWIN_BENCHMARKS),
                         key=lambda r: (r["suite"], r["run_id"]))
     try:
@@ -380,18 +400,54 @@ def check_reproduce(records: list[dict], count: int, seed: int,
             emit(f"  ok {name}: stored {stored}, rerun {again} (record's CPU: "
                  f"{_cpu_kind(record.get('cpu')) or 'not stored'})")
             continue
+        changed = _content_change(record)
+        if changed:
+            section.ok = False
+            emit(f"  MISMATCH {name}: stored {stored}, rerun {again}: {changed}")
+            continue
         theirs = _cpu_kind(record.get("cpu"))
         if theirs is not None and theirs != here["capability"]:
             emit(f"  KERNEL DIFFERENCE {name}: stored {stored} on {theirs}, rerun {again} on "
                  f"{here['capability']}: CPU float kernels differ between these kinds; not a "
                  "changed record (the summary section checks the stored value)")
             continue
+        if theirs is None:  # made before records stored their CPU kind: probe the kernels
+            emit(f"  {name}: stored {stored}, rerun {again}; the record predates stored CPU "
+                 "kinds: re-running it with torch's baseline kernels (ATEN_CPU_CAPABILITY="
+                 "default) to see whether its result depends on the kernels")
+            other = rerun_with_kernels(record, "default")
+            if other is not None and other != again:
+                emit(f"  KERNEL DIFFERENCE {name}: stored {stored}; {again} with "
+                     f"{here['capability']} kernels, {other} with baseline kernels on the same "
+                     "machine and data: its result depends on the CPU kernels, so the stored "
+                     "value is taken as another CPU kind's, not a changed record")
+                continue
         section.ok = False
-        why = (f"the record stores no CPU kind (made before heartbench stored it); if the "
-               f"machine that made it was not {here['capability']}, this may be a kernel "
-               "difference" if theirs is None else f"same CPU kind {theirs}")
+        probe = ("the baseline-kernel re-run failed" if other is None else
+                 f"the same {other} with baseline kernels")
+        why = (f"same data and weights, and {probe}: a changed record or code"
+               if theirs is None else
+               f"same data, weights and CPU kind {theirs}: a changed record or code")
         emit(f"  MISMATCH {name}: stored {stored}, rerun {again} ({why})")
     return section
+
+
+def rerun_with_kernels(record: dict, capability: str) -> float | None:
+    """The record re-run in a child process whose torch dispatches to ``capability``
+    kernels (``ATEN_CPU_CAPABILITY``: fixed when torch starts); None if that run failed."""
+    import json
+    import os
+    import subprocess
+
+    code = ("import json, sys; from heartbench.train import rerun_record; "
+            "print(rerun_record(json.load(sys.stdin)))")
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability}
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], input=json.dumps(record), env=env,
+                              capture_output=True, text=True, timeout=3600)
+        return float(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else None
+    except (subprocess.SubprocessError, ValueError, IndexError):
+        return None
 
 
 def _skips(text: str) -> set[str]:
