@@ -2,7 +2,7 @@
 
 Figure 5 compares the attention maps of Heart-LoRA and Bi-LoRA on the same image: per task,
 a Heart-LoRA row and a Bi-LoRA row, columns the input image and the [CLS]-token attention to
-every patch (mean over heads) after the first, a middle and the last block (ViT-B: the
+every patch (mean over heads) in the first, a middle and the last block (ViT-B: the
 paper's blocks 0, 3 and 10; another depth: first, depth // 2, last). Two tasks, one natural
 and one structured (:data:`PREFERRED_TASKS`, else the first of each group with a pair). Each
 task's two rows share one colour scale (0 to the largest attention of its maps) with its

@@ -199,6 +199,7 @@ def test_figure5_without_arguments_rebuilds_the_committed_figure(tmp_path, monke
     if not committed or not (ROOT / "results" / "vtab_mini").is_dir():
         pytest.skip("no committed Figure 5 or records")
     monkeypatch.chdir(tmp_path)  # the records' data_root (data/vtab-mini) is made here
+    (tmp_path / "weights").symlink_to(ROOT / "weights")  # their weights: paths of the checkout
     parser = argparse.ArgumentParser()
     figure5.add_arguments(parser)
     args = parser.parse_args(["--results-dir", str(ROOT / "results"), "--out", "out"])
