@@ -833,10 +833,16 @@ def test_twin_figures_are_labelled_in_image_and_caption(tmp_path):
         assert fig.caption.startswith("\\textbf{CPU twin, not the paper's data}")
 
 
-def test_signed_scores_use_a_diverging_scale_centred_at_zero():
+def test_signed_scores_use_a_grey_safe_scale_centred_at_zero():
     outlier = np.array([[1.0, 2.0, -1.5], [0.5, -50.0, 1.0]])
     cmap, norm, what = figures.colour_scale(outlier)
-    assert cmap == "RdBu_r" and what == "signed"
+    assert what == "signed"
+    # Grey-scale print keeps the sign: the map's luminance rises monotonically.
+    import matplotlib
+
+    rgb = matplotlib.colormaps[cmap](np.linspace(0, 1, 64))[:, :3]
+    luminance = rgb @ np.array([0.2126, 0.7152, 0.0722])
+    assert np.all(np.diff(luminance) > 0)
     assert norm(0.0) == pytest.approx(0.5)  # zero is the centre colour
     assert norm(-50.0) == pytest.approx(0.0) and norm(50.0) == pytest.approx(1.0)
     # The outlier does not wash out the rest: 2.0 sits well away from white (linear scaling

@@ -19,8 +19,9 @@ point, the grid configuration with the best mean over seeds; the caption says so
   where present).
 Twin figures (any benchmark but the paper's vtab1k / fewshot) are numbered T<n> and say in
 the image that they show CPU-twin data. Curves use one seed set per curve (the seeds every
-point has) with the std over them; heat maps of signed scores use a diverging scale centred
-at zero, non-negative ones min-max per map.
+point has) with the std over them; heat maps of signed scores put zero at the middle of a
+map whose lightness rises monotonically (readable in grey scale), non-negative ones min-max
+per map. Curves: one marker and line style per series, never colour alone.
 """
 
 from __future__ import annotations
@@ -86,6 +87,9 @@ SERIES_STYLES: tuple[tuple[str, str, Any, bool], ...] = (
 # Colour-bar tick labels: drawn 3.4 in wide, placed at \columnwidth, so 7.6 pt stays >= 7 pt
 # down to a 3.17 in column (article's twocolumn: 3.18 in; IEEE 3.5, ACM 3.33, CVPR 3.25).
 COLOURBAR_TICK_PT = 7.6
+# Signed scores: lightness rises monotonically from the most negative to the most positive
+# (a red-blue diverging map loses the sign in grey scale: both ends are dark).
+SIGNED_MAP = "cividis"
 
 
 def selection_note(cells: list[Any]) -> str:
@@ -494,8 +498,9 @@ def _score_map(record: dict, score: str) -> Any | None:
 def colour_scale(matrix: Any) -> tuple[str, Any, str]:
     """(colour map, matplotlib norm, what the scale is) for one map.
 
-    Signed scores (the Taylor score can be negative): a diverging map centred at zero on a
-    symmetric log scale (linear within +-the median |score|, logarithmic beyond, limits
+    Signed scores (the Taylor score can be negative): zero at the middle of a map whose
+    lightness rises monotonically (:data:`SIGNED_MAP`, so sign and size survive grey-scale
+    print: darker = more negative), on a symmetric log scale (linear within +-the median |score|, logarithmic beyond, limits
     +-max |score|), so one outlier neither washes out the rest nor is clipped. Non-negative
     scores (weight / gradient L2): min-max per map.
     """
@@ -507,7 +512,7 @@ def colour_scale(matrix: Any) -> tuple[str, Any, str]:
         magnitude = np.abs(matrix[np.isfinite(matrix)])
         limit = float(magnitude.max())
         linthresh = float(np.median(magnitude[magnitude > 0])) if (magnitude > 0).any() else 1.0
-        return "RdBu_r", SymLogNorm(linthresh, vmin=-limit, vmax=limit, base=10), "signed"
+        return SIGNED_MAP, SymLogNorm(linthresh, vmin=-limit, vmax=limit, base=10), "signed"
     high = float(np.nanmax(matrix))
     return "Blues", Normalize(low, high if high > low else low + 1.0), "min-max"
 
@@ -573,10 +578,11 @@ def _heatmaps(panels: list[tuple[str, Any]], out: Path, stem: str, benchmark: st
 def _scale_text(scales: list[str]) -> str:
     if all(s == "min-max" for s in scales):
         return "colour: min-max per map (darker = more responsive)"
-    return ("colour: signed scores on a diverging scale centred at zero (red positive, blue "
-            "negative, white 0), symmetric-log (linear up to the median $|$score$|$ of the map, "
+    return ("colour: signed scores from dark (most negative) through the middle of the bar "
+            "(0) to light (most positive; lightness rises monotonically, so it reads in grey "
+            "scale), symmetric-log (linear up to the median $|$score$|$ of the map, "
             "logarithmic beyond, limits $\\pm$ its largest $|$score$|$); non-negative scores "
-            "min-max per map")
+            "min-max per map (darker = more responsive)")
 
 
 def fig6(records: list[dict], out: Path) -> list[Figure]:
