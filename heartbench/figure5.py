@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder of run records to pick the pairs from (default: results)")
     parser.add_argument("--heart", type=Path, help="record file (.json) of one Heart-LoRA run")
     parser.add_argument("--bilora", type=Path, help="record file (.json) of its Bi-LoRA run")
-    parser.add_argument("--tasks", help="comma-separated tasks (default: one natural, one "
+    parser.add_argument("--tasks", "--task", help="comma-separated tasks (default: one natural, one "
                                         "structured: " + ", ".join(
                                             f"{g} {' or '.join(t)}" for g, t in
                                             PREFERRED_TASKS.items()) + ", else the first)")
