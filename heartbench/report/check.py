@@ -461,6 +461,8 @@ def _skips(text: str) -> set[str]:
 
 
 def _summary_path(args: argparse.Namespace) -> Path | None:
+    if args.summary == "none":
+        raise UserError("--summary none: switch the section off by name instead, --skip summary")
     if args.summary is not None:
         return Path(args.summary)
     return default_summary(args.results_dir, args.baselines)
