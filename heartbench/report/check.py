@@ -496,6 +496,7 @@ def main(args: argparse.Namespace) -> int:
                         "compares with; they cannot be switched off")
     if args.reproduce == 0:
         skip.add("reproduce")
+    summary_path = _summary_path(args)  # a usage error before any output
     recordset = load_records(args.results_dir)
     records = recordset.done
     if args.write_summary:
@@ -526,7 +527,7 @@ def main(args: argparse.Namespace) -> int:
     run("paper-text", lambda: check_paper_text(reported, args.paper_text))
     run("measured", lambda: _measured(records, reported, args.tolerance))
     run("run-ids", lambda: check_run_ids(recordset.records, paths))
-    run("summary", lambda: check_summary(records, args.results_dir, _summary_path(args)))
+    run("summary", lambda: check_summary(records, args.results_dir, summary_path))
     run("records", lambda: _unreadable(recordset))
     run("paper", lambda: check_paper(args.results_dir, args.baselines, args.paper,
                                      args.tolerance))
