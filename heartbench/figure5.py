@@ -1,17 +1,21 @@
-"""``python -m heartbench figure5``: the paper's Figure 5 from two stored adapters.
+"""``python -m heartbench figure5``: the paper's Figure 5 from stored adapters.
 
-Figure 5 compares the attention maps of Heart-LoRA and Bi-LoRA on the same images: here,
-for one task, the [CLS]-token attention to every patch, per head, in the last layer(s), of
-a Heart-LoRA run and a Bi-LoRA run (each rebuilt from its record: backbone, weights and the
-adapter stored beside the record as ``<run_id>.safetensors``), on the first few test images.
-Heart-LoRA's masked heads (mask 0: their q/v updates are zeroed) are framed in red and
-marked "masked".
+Figure 5 compares the attention maps of Heart-LoRA and Bi-LoRA on the same image: per task,
+a Heart-LoRA row and a Bi-LoRA row, columns the input image and the [CLS]-token attention to
+every patch (mean over heads) in the first, a middle and the last block (ViT-B: the
+paper's blocks 0, 3 and 10; another depth: first, depth // 2, last). Two tasks, one natural
+and one structured (:data:`PREFERRED_TASKS`, else the first of each group with a pair). Each
+task's two rows share one colour scale (0 to the largest attention of its maps) with its
+colour bar, so the runs compare directly; under a Heart-LoRA map, the heads that block
+masks (their q/v updates zeroed) are listed in red.
 
-Records: ``--heart`` and ``--bilora`` name two record files; without them the pair is taken
-from ``--results-dir`` for ``--task`` (default: the first task with both): the main
-Heart-LoRA variant (global Taylor score) and Bi-LoRA, same benchmark, backbone and seed,
-the lowest seed first. The output is ``fig5_<benchmark>.{pdf,png,tex}`` in ``--out`` (the
-.tex holds the figure and its caption; ``tables`` puts it into preview.tex).
+Records: without arguments, the pairs come from ``--results-dir`` (the main Heart-LoRA
+variant at a fixed ne, and Bi-LoRA, same benchmark, task, backbone and seed; lowest seed
+first); ``--tasks`` names the tasks; ``--heart`` and ``--bilora`` name one pair's record
+files instead. A twin task's data is written first when its folder is missing (the same
+writer ``run`` uses). The output is ``fig5_<benchmark>.{pdf,png,tex}`` in ``--out``;
+``tables`` puts it into preview.tex. ``figure5`` with no argument rebuilds the committed
+figure.
 
 This module imports torch (it runs the models); the report package does not.
 """
@@ -26,21 +30,35 @@ from typing import Any
 
 from heartbench.errors import UserError
 
-CAPTION_NOTE = ("Each map: the attention of the [CLS] token to every patch, one panel per "
-                "head, for the same test image under both adapters.")
+CAPTION_NOTE = ("Each map: the attention of the [CLS] token to every patch in the block's "
+                "self-attention, mean over the heads, for the same test image under both "
+                "adapters.")
+PAPER_BLOCKS: tuple[int, ...] = (0, 3, 10)  # of ViT-B's 12 (the paper's Figure 5)
+# One natural and one structured task: the paper's VTAB-1K task, then the twin's.
+PREFERRED_TASKS: dict[str, tuple[str, ...]] = {"natural": ("caltech101", "digits8"),
+                                               "structured": ("dsprites_loc", "counting")}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results-dir", type=Path, default=Path("results"),
-                        help="folder of run records to pick the pair from (default: results)")
-    parser.add_argument("--heart", type=Path, help="record file (.json) of the Heart-LoRA run")
-    parser.add_argument("--bilora", type=Path, help="record file (.json) of the Bi-LoRA run")
-    parser.add_argument("--task", help="task to pick the pair for (default: first with both)")
-    parser.add_argument("--images", type=int, default=2, help="test images (default 2)")
-    parser.add_argument("--layers", type=int, default=1,
-                        help="how many of the last layers to draw (default 1)")
+                        help="folder of run records to pick the pairs from (default: results)")
+    parser.add_argument("--heart", type=Path, help="record file (.json) of one Heart-LoRA run")
+    parser.add_argument("--bilora", type=Path, help="record file (.json) of its Bi-LoRA run")
+    parser.add_argument("--tasks", "--task", help="comma-separated tasks (default: one natural, one "
+                                        "structured: " + ", ".join(
+                                            f"{g} {' or '.join(t)}" for g, t in
+                                            PREFERRED_TASKS.items()) + ", else the first)")
+    parser.add_argument("--image", type=int, default=0,
+                        help="index of the test image of each task (default 0)")
     parser.add_argument("--out", type=Path, default=Path("paper"),
                         help="folder for fig5_<benchmark>.{pdf,png,tex} (default: paper)")
+
+
+def blocks_for(depth: int) -> list[int]:
+    """The blocks drawn: the paper's 0, 3, 10 for 12 blocks, else first, middle, last."""
+    if depth == 12:
+        return list(PAPER_BLOCKS)
+    return sorted({0, depth // 2, depth - 1})
 
 
 # ---------------------------------------------------------------------------
@@ -114,9 +132,10 @@ def check_pair(heart: dict, bilora: dict) -> None:
             raise UserError(f"record {record['_path']}: {problem}")
 
 
-def pick_pair(results_dir: Path, task: str | None) -> tuple[dict, dict]:
-    """The (Heart-LoRA, Bi-LoRA) records to compare (see the module docstring)."""
+def pick_pairs(results_dir: Path, tasks: list[str] | None) -> list[tuple[dict, dict]]:
+    """The (Heart-LoRA, Bi-LoRA) record pairs to draw, one per task (module docstring)."""
     from heartbench.report.select import is_fixed_ne_heart
+    from heartbench.report.stats import task_order
     from heartbench.results import load_records
 
     loaded = load_records(results_dir)
@@ -131,17 +150,30 @@ def pick_pair(results_dir: Path, task: str | None) -> tuple[dict, dict]:
     partners = {ident(r): r for r in sorted(bilora, key=lambda r: r["run_id"], reverse=True)}
     # A run stored by two suites (an ablation's copy of a main run) is the same adapter; the
     # plainest label (the main table's "Heart-LoRA") names it, then the suite: deterministic.
-    pairs = [(h, partners[ident(h)]) for h in sorted(
-        heart, key=lambda r: (str(r["seed"]), r["benchmark"], r["task"], r["run_id"],
-                              len(r["label"]), r["suite"]))
-        if ident(h) in partners and (task is None or h["task"] == task)]
-    if not pairs:
+    pairs: dict[str, tuple[dict, dict]] = {}
+    for h in sorted(heart, key=lambda r: (str(r["seed"]), r["benchmark"], r["task"],
+                                          r["run_id"], len(r["label"]), r["suite"])):
+        if ident(h) in partners:
+            pairs.setdefault(h["task"], (h, partners[ident(h)]))
+    if tasks is None:
+        groups = {t: p[0].get("group") or "" for t, p in pairs.items()}
+        order = task_order(groups)
+        tasks = []
+        for group, preferred in PREFERRED_TASKS.items():
+            mine = [t for t in order if groups[t] == group]
+            chosen = next((t for t in preferred if t in mine), mine[0] if mine else None)
+            if chosen is not None:
+                tasks.append(chosen)
+    missing = [t for t in tasks if t not in pairs]
+    if missing or not tasks:
         raise UserError(f"{results_dir}: no Heart-LoRA and Bi-LoRA records of the same task, "
-                        f"backbone and seed{f' for task {task!r}' if task else ''} with adapters")
-    heart_record, bilora_record = pairs[0]
-    for r in (heart_record, bilora_record):
-        r["_path"] = str(_record_path(results_dir, r))
-    return heart_record, bilora_record
+                        "backbone and seed with adapters"
+                        + (f" for task(s) {', '.join(missing)}" if missing else ""))
+    chosen_pairs = [pairs[t] for t in tasks]
+    for pair in chosen_pairs:
+        for r in pair:
+            r["_path"] = str(_record_path(results_dir, r))
+    return chosen_pairs
 
 
 def _record_path(results_dir: Path, record: dict) -> Path:
@@ -174,18 +206,29 @@ def load_model(record: dict) -> tuple[Any, Any]:
     return backbone, method
 
 
-def test_images(record: dict, size: int, count: int) -> Any:
-    """The first ``count`` test images of the record's task, as the model sees them."""
+def test_images(record: dict, size: int, indices: list[int]) -> Any:
+    """Test images of the record's task, as the model sees them; a twin task's data is
+    written first when its folder is missing (the writer ``run`` uses)."""
     import torch
 
+    from heartbench.data.twin import ensure_twin_task
     from heartbench.train import make_dataset, spec_from_record
 
+    root = record.get("data_root")
+    if root and not (Path(root) / record["task"]).is_dir() and ensure_twin_task(
+            record["benchmark"], root, record["task"]):
+        print(f"figure5: wrote the twin data of {record['task']} under {root}", flush=True)
     try:
         dataset = make_dataset(spec_from_record(record), "test", size, train=False)
     except (FileNotFoundError, UserError) as err:
-        raise UserError(f"test images of {record['task']} under {record.get('data_root')}: "
-                        f"{err} (make the twin data with `python -m heartbench data ...`)") from None
-    return torch.stack([dataset[i][0] for i in range(min(count, len(dataset)))])
+        raise UserError(f"test images of {record['task']} under {root}: {err} (its data: "
+                        f"`python -m heartbench data prepare {record['benchmark']} --out "
+                        f"{root} --tasks {record['task']}`, or --results-dir records whose "
+                        "data_root has it)") from None
+    if any(i >= len(dataset) for i in indices):
+        raise UserError(f"--image {max(indices)}: task {record['task']} has "
+                        f"{len(dataset)} test images")
+    return torch.stack([dataset[i][0] for i in indices])
 
 
 def cls_attention(attn: Any, x: Any, prefix: int) -> Any:
@@ -246,118 +289,154 @@ def _image_for_display(image: Any) -> Any:
     return array[..., 0] if array.shape[-1] == 1 else array
 
 
-def draw(out: Path, stem: str, images: Any, runs: list[tuple[str, dict[int, Any], Any]],
-         layers: list[int], note: str) -> None:
-    """Rows: per image, per run, per layer; columns: the input image, then one per head."""
+def masked_heads(mask: list[list[int]] | None, layer: int) -> list[int]:
+    return [h for h, m in enumerate(mask[layer]) if m == 0] if mask else []
+
+
+def draw(out: Path, stem: str, panels: list[dict], layers: list[int], note: str) -> None:
+    """Per task two rows (Heart-LoRA, Bi-LoRA): the input image, then the head-mean [CLS]
+    attention after each block in ``layers``; one colour scale and bar per task."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.colors import Normalize
 
-    heads = next(iter(runs[0][1].values())).shape[1]
-    rows = [(i, name, maps, mask, layer) for i in range(len(images))
-            for name, maps, mask in runs for layer in layers]
-    with plt.rc_context({"font.size": 6, "pdf.fonttype": 42, "svg.hashsalt": "heartbench"}):
-        fig, axes = plt.subplots(len(rows), heads + 1, squeeze=False, layout="constrained",
-                                 figsize=(7.0, 0.7 * len(rows) + 0.5))
-        for r, (i, name, maps, mask, layer) in enumerate(rows):
-            axes[r][0].imshow(_image_for_display(images[i]), cmap="gray")
-            axes[r][0].set_ylabel(f"{name}\nimg {i}, layer {layer}", fontsize=5)
-            for h in range(heads):
-                ax = axes[r][h + 1]
-                ax.imshow(maps[layer][i, h], cmap="viridis", interpolation="nearest")
-                masked = mask is not None and mask[layer][h] == 0
-                if masked:
-                    for spine in ax.spines.values():
-                        spine.set(color="red", linewidth=1.5)
-                    ax.set_xlabel("masked", color="red", fontsize=5, labelpad=1)
+    from heartbench.report.figures import COLOURBAR_TICK_PT
+
+    rows = [(p, run) for p in panels for run in p["runs"]]
+    with plt.rc_context({"font.size": 7, "pdf.fonttype": 42, "svg.hashsalt": "heartbench",
+                         "path.simplify": False}):
+        fig, axes = plt.subplots(len(rows), len(layers) + 1, squeeze=False,
+                                 layout="constrained", figsize=(3.4, 0.95 * len(rows) + 0.55))
+        for p in panels:
+            p["norm"] = Normalize(0.0, max(float(run["maps"][layer][0].mean(0).max())
+                                           for run in p["runs"] for layer in layers))
+        for r, (p, run) in enumerate(rows):
+            axes[r][0].imshow(_image_for_display(p["image"]), cmap="gray")
+            axes[r][0].set_ylabel(f"{run['name']}\n{p['task']}", fontsize=7)
+            for c, layer in enumerate(layers, start=1):
+                ax = axes[r][c]
+                image = ax.imshow(run["maps"][layer][0].mean(0), cmap="viridis",
+                                  norm=p["norm"], interpolation="nearest")
                 if r == 0:
-                    ax.set_title(f"head {h}", fontsize=5.5)
+                    ax.set_title(f"block {layer}", fontsize=7)
+                if run["mask"] is not None:
+                    heads = masked_heads(run["mask"], layer)
+                    ax.set_xlabel("masked " + (",".join(map(str, heads)) or "none"),
+                                  color="#b00000", fontsize=6, labelpad=1)
+            if r == 0:
+                axes[r][0].set_title("input", fontsize=7)
             for ax in axes[r]:
                 ax.set_xticks([])
                 ax.set_yticks([])
-        fig.suptitle(note, fontsize=6.5, color="#8b0000" if "twin" in note.lower() else "black")
+            if run is p["runs"][-1]:  # one bar beside the task's two rows
+                first = rows.index((p, p["runs"][0]))
+                bar = fig.colorbar(image, ax=[a for row in axes[first:r + 1] for a in row[1:]],
+                                   location="right", fraction=0.05, pad=0.02)
+                bar.ax.tick_params(labelsize=COLOURBAR_TICK_PT, length=2, pad=1)
+                bar.locator = matplotlib.ticker.MaxNLocator(3)
+                bar.update_ticks()
+                bar.set_label("attention", fontsize=7)
+        fig.suptitle(note, fontsize=7, color="#8b0000" if "twin" in note.lower() else "black")
         fig.savefig(out / f"{stem}.pdf", metadata={"CreationDate": None, "ModDate": None,
                                                    "Producer": None, "Creator": None})
         fig.savefig(out / f"{stem}.png", dpi=200, metadata={"Software": None})
         plt.close(fig)
 
 
-def caption(heart: dict, bilora: dict, layers: list[int], masked: list[int], twin: bool,
-            count: int) -> tuple[str, str]:
+def caption(panels: list[dict], layers: list[int], twin: bool, index: int) -> tuple[str, str]:
     from heartbench.report.latex import tex
 
     def who(r: dict) -> str:
-        return (f"{tex(r['label'])} (run {r['run_id']}, seed {r['seed']}, test acc. "
+        return (f"{tex(r['label'])} run {r['run_id']} (seed {r['seed']}, test acc. "
                 f"{r['metrics']['test_acc']:.1f}\\%)")
 
-    ne = heart_ne(heart)
-    text = (f"Attention maps of Heart-LoRA vs Bi-LoRA on task {tex(heart['task'])} "
-            f"({tex(heart['benchmark'])}, backbone {tex(heart['backbone']['name'])}): "
-            f"{who(heart)} and {who(bilora)}, first {count} test image(s), layer(s) "
-            f"{', '.join(map(str, layers))}. {CAPTION_NOTE} Red frame: a head Heart-LoRA masks "
-            f"(ne = {ne}; heads {', '.join(map(str, masked)) or 'none'} in the last layer shown).")
+    first = panels[0]["heart"]
+    parts = []
+    for p in panels:
+        ne = heart_ne(p["heart"])
+        masked = "; ".join(f"block {layer}: {', '.join(map(str, masked_heads(p['mask'], layer))) or 'none'}"
+                           for layer in layers)
+        parts.append(f"{tex(p['task'])} ({tex(p['heart'].get('group') or '')}; test image "
+                     f"{index}): {who(p['heart'])} at ne = {ne} (masked heads {masked}) and "
+                     f"{who(p['bilora'])}")
+    text = (f"Attention maps of Heart-LoRA vs Bi-LoRA on {tex(first['benchmark'])} (backbone "
+            f"{tex(first['backbone']['name'])}), blocks {', '.join(map(str, layers))} "
+            f"(first, middle, last{'; the paper: 0, 3, 10 of ViT-B' if layers != list(PAPER_BLOCKS) else ''}). "
+            f"{'. '.join(parts)}. {CAPTION_NOTE} Each task's two rows share one colour scale "
+            "(0 to the largest value of their maps; colour bar at the right); red: the heads "
+            "whose q/v updates Heart-LoRA masks in that block.")
     if twin:
         return "T5", ("\\textbf{CPU twin, not the paper's data} (counterpart of the paper's "
                       "Figure 5). " + text)
     return "5", text
 
 
-def build(heart: dict, bilora: dict, out: Path, images: int = 2, last_layers: int = 1) -> Path:
-    """Draw Figure 5 for the pair; returns the PNG path."""
-    from heartbench.report.figures import twin_note
-
-    if heart["task"] != bilora["task"] or heart["benchmark"] != bilora["benchmark"]:
-        raise UserError(f"records {heart['_path']} and {bilora['_path']} are of different tasks "
-                        f"({heart['benchmark']}/{heart['task']} vs "
-                        f"{bilora['benchmark']}/{bilora['task']})")
-    if images < 1 or last_layers < 1:
-        raise UserError("--images and --layers must be >= 1")
-    runs = []
-    batch = None
-    layers: list[int] = []
-    for record in (heart, bilora):
-        backbone, method = load_model(record)
-        if backbone.arch != "vit":
-            raise UserError(f"record {record['_path']}: Figure 5 draws ViT attention; backbone "
-                            f"{backbone.name} is {backbone.arch}")
-        layers = [s.layer for s in backbone.sites][-last_layers:]
-        if batch is None:
-            batch = test_images(record, backbone.input_size, images)
-        runs.append((record["label"], attention_maps(backbone, batch, layers),
-                     head_mask(method, record)))
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"fig5_{heart['benchmark']}"
-    note = twin_note(heart["benchmark"])
-    title = f"{heart['task']}: [CLS] attention per head, {runs[0][0]} vs {runs[1][0]}"
-    draw(out, stem, batch, runs, layers, "\n".join(t for t in (title, note) if t))
-    mask = runs[0][2]
-    masked = [h for h, m in enumerate(mask[layers[-1]]) if m == 0] if mask else []
-    number, text = caption(heart, bilora, layers, masked, bool(note), len(batch))
-    from heartbench.report.figures import Figure
+def build(pairs: list[tuple[dict, dict]], out: Path, image: int = 0) -> Path:
+    """Draw Figure 5 for the pairs (one per task); returns the PNG path."""
+    from heartbench.report.figures import Figure, twin_note
     from heartbench.report.latex import environment
 
-    figure = Figure(stem, text, number, wide=True)
-    (out / f"{stem}.tex").write_text(
-        environment().get_template("figure.tex.j2").render(fig=figure), encoding="utf-8")
+    if image < 0:
+        raise UserError("--image must be >= 0")
+    benchmarks = {r["benchmark"] for pair in pairs for r in pair}
+    if len(benchmarks) > 1 or any(h["task"] != b["task"] for h, b in pairs):
+        raise UserError("records " + ", ".join(r["_path"] for pair in pairs for r in pair)
+                        + " are not pairs of one task of one benchmark")
+    panels, layers = [], []
+    for heart, bilora in pairs:
+        panel: dict[str, Any] = {"task": heart["task"], "heart": heart, "bilora": bilora,
+                                 "runs": []}
+        for record in (heart, bilora):
+            backbone, method = load_model(record)
+            if backbone.arch != "vit":
+                raise UserError(f"record {record['_path']}: Figure 5 draws ViT attention; "
+                                f"backbone {backbone.name} is {backbone.arch}")
+            layers = blocks_for(len(backbone.sites))
+            if "image" not in panel:
+                panel["image"] = test_images(record, backbone.input_size, [image])[0]
+            mask = head_mask(method, record) if record is heart else None
+            panel["mask"] = panel.get("mask") or mask
+            panel["runs"].append({"name": record["label"], "mask": mask, "maps": attention_maps(
+                backbone, panel["image"][None], layers)})
+        panels.append(panel)
+    out.mkdir(parents=True, exist_ok=True)
+    benchmark = pairs[0][0]["benchmark"]
+    stem = f"fig5_{benchmark}"
+    note = twin_note(benchmark)
+    draw(out, stem, panels, layers, "\n".join(
+        t for t in ("[CLS] attention, Heart-LoRA vs Bi-LoRA", note) if t))
+    number, text = caption(panels, layers, bool(note), image)
+    figure = Figure(stem, text, number, wide=False)
+    tex_path = out / f"{stem}.tex"
+    tmp = tex_path.with_name(f".{tex_path.name}.tmp")
+    tmp.write_text(environment().get_template("figure.tex.j2").render(fig=figure),
+                   encoding="utf-8")
+    tmp.replace(tex_path)
     return out / f"{stem}.png"
 
 
 def main(args: argparse.Namespace) -> int:
     if (args.heart is None) != (args.bilora is None):
         raise UserError("give both --heart and --bilora, or neither (pick from --results-dir)")
-    if args.images < 1 or args.layers < 1:
-        raise UserError(f"--images and --layers must be >= 1, got {args.images} and {args.layers}")
+    if args.image < 0:
+        raise UserError(f"--image must be >= 0 (an index into the test split), got {args.image}")
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {args.out} is a file; expected a folder for the figure")
     if args.heart is not None:
-        heart, bilora = read_record(args.heart), read_record(args.bilora)
+        if args.tasks:
+            raise UserError("--tasks picks pairs from --results-dir; not with --heart/--bilora")
+        pairs = [(read_record(args.heart), read_record(args.bilora))]
     else:
-        heart, bilora = pick_pair(args.results_dir, args.task)
-    check_pair(heart, bilora)
-    print(f"figure5: {heart['benchmark']}/{heart['task']}: loading {heart['label']} and"
-          f" {bilora['label']} with their adapters, then drawing", flush=True)
-    png = build(heart, bilora, args.out, args.images, args.layers)
+        tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+        pairs = pick_pairs(args.results_dir, tasks)
+    for heart, bilora in pairs:
+        check_pair(heart, bilora)
+    print(f"figure5: {pairs[0][0]['benchmark']}: tasks {', '.join(h['task'] for h, _ in pairs)}:"
+          " loading Heart-LoRA and Bi-LoRA with their adapters, then drawing", flush=True)
+    png = build(pairs, args.out, args.image)
+    used = "; ".join(f"{h['_path']} and {b['_path']}" for h, b in pairs)
     print(f"wrote {png} and {png.with_suffix('.pdf').name}, {png.with_suffix('.tex').name} "
-          f"(Heart-LoRA {heart['_path']}, Bi-LoRA {bilora['_path']})")
+          f"(records {used})")
     return 0

@@ -444,6 +444,8 @@ def execute(spec: RunSpec, results_dir: str | Path, progress: bool = False,
               if spec.keep_adapter else method.stored_bytes())
     record.update(
         status="done", method_config=config,
+        # The searched keys' values before the search (run_id hashes them; config has the choice).
+        searched_from={k: spec.method_config[k] for k in spec.search if k in spec.method_config},
         metrics={"test_acc": round(result["acc"], 4), "final_test_acc": round(result["final_acc"], 4),
                  "val_acc": selection["best_val_acc"] if selection else None,
                  "selection": selection, "history": result["history"]},
@@ -565,6 +567,7 @@ def base_record(spec: RunSpec) -> dict[str, Any]:
         "wall_time_s": None, "device": None,
         # CPU float reductions depend on the thread count: rerun_record restores it.
         "threads": torch.get_num_threads(),
+        "cpu": cpu_info(),  # the kernels' instruction set: a re-run elsewhere may differ
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": versions(), "git_commit": git_commit(),
         # Data fingerprint and weights sha256: a changed copy reruns (heartbench/content.py).
@@ -612,6 +615,40 @@ def spec_from_record(record: dict[str, Any]) -> RunSpec:
     if record.get("shots") is not None:
         values["train"] = {**LEGACY_FEWSHOT_TRAIN, **values["train"]}
     return RunSpec(**values)
+
+
+# Searched keys (RunSpec.search) of records stored before ``searched_from``: the run's own
+# value of the key before the search replaced it with the chosen one (the config default then).
+LEGACY_SEARCHED_FROM: dict[str, dict[str, Any]] = {"heart_lora": {"ne": 3}}
+
+
+def record_identity(record: dict[str, Any]) -> dict[str, Any]:
+    """The identity (RunSpec.identity) the record's run_id was hashed from: its stored
+    settings completed as :func:`spec_from_record` does, with each searched key back at the
+    value it had before the search stored the chosen one (``searched_from``)."""
+    spec = spec_from_record(record)
+    if spec.search:
+        before = record.get("searched_from")
+        if before is None:
+            legacy = LEGACY_SEARCHED_FROM.get(record["method"], {})
+            before = {k: legacy[k] for k in spec.search if k in legacy}
+        spec = RunSpec(**{**spec.to_dict(), "method_config": {**spec.method_config, **before}})
+    return spec.identity()
+
+
+def cpu_info() -> dict[str, Any]:
+    """What CPU float kernels depend on: torch's dispatch level (AVX2, AVX512, ...), the
+    machine and its model name. Stored in every record; ``check --reproduce`` compares it."""
+    model = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        model = platform.processor() or None
+    return {"capability": torch.backends.cpu.get_cpu_capability(),
+            "machine": platform.machine(), "model": model}
 
 
 def rerun_record(record: dict[str, Any], data_root: str | None = None,

@@ -54,7 +54,12 @@ def test_cls_attention_is_the_module_attention():
     assert maps.shape == (2, attn.num_heads, side, side)
 
 
-def _record(tmp_path: Path, method: str, config: dict, run_id: str, mask=None) -> Path:
+GROUPS = {"histology": "specialized", "digits8": "natural", "mnist": "natural",
+          "counting": "structured", "location": "structured"}
+
+
+def _record(tmp_path: Path, method: str, config: dict, run_id: str, mask=None,
+            task: str = "histology") -> Path:
     backbone = tiny()
     m = create_method(method, config)
     m.attach(backbone)
@@ -65,55 +70,142 @@ def _record(tmp_path: Path, method: str, config: dict, run_id: str, mask=None) -
     save_adapter(m, folder / f"{run_id}.safetensors")
     record = {
         "schema": 1, "status": "done", "run_id": run_id, "suite": "suite", "benchmark": "vtab_mini",
-        "task": "histology", "label": {"bilora": "Bi-LoRA"}.get(method, "Heart-LoRA"),
+        "task": task, "group": GROUPS[task],
+        "label": {"bilora": "Bi-LoRA"}.get(method, "Heart-LoRA"),
         "method": method, "method_config": config, "grid": {}, "seed": 0, "shots": None,
         "num_classes": 4, "backbone": {"name": "vit_mini", "weights": None, "kwargs": {}},
         "adapter": {"file": f"{run_id}.safetensors"}, "metrics": {"test_acc": 50.0},
         "heart": {"mask": mask} if mask else None, "data_root": str(tmp_path / "data"),
+        "search": {}, "train": {"epochs": 1, "normalize": False}, "eval_protocol": "last",
     }
     path = folder / f"{run_id}.json"
     path.write_text(json.dumps(record))
     return path
 
 
-def test_figure5_marks_the_masked_heads(tmp_path, monkeypatch):
-    heads = tiny().sites[0].num_heads
-    layers = len(tiny().sites)
-    mask = [[0, 1] + [1] * (heads - 2)] * layers
-    heart = figure5.read_record(_record(tmp_path, "heart_lora", {"rank": 4, "ne": 1}, "h1", mask))
-    bilora = figure5.read_record(_record(tmp_path, "bilora", {"rank": 4}, "b1"))
+def _fake_images(monkeypatch):
     monkeypatch.setattr(figure5, "test_images",
-                        lambda record, size, count: torch.rand(count, 3, size, size))
-    labels = []
+                        lambda record, size, indices: torch.rand(len(indices), 3, size, size,
+                                                                 generator=torch.Generator().manual_seed(0)))
+
+
+def test_blocks_are_the_papers_for_vit_b_else_first_middle_last():
+    assert figure5.blocks_for(12) == [0, 3, 10]
+    assert figure5.blocks_for(6) == [0, 3, 5]
+    assert figure5.blocks_for(1) == [0]
+
+
+def test_figure5_two_tasks_three_blocks_one_scale_per_task(tmp_path, monkeypatch):
+    """Two tasks x (Heart-LoRA, Bi-LoRA) rows; columns: the image and blocks first, middle,
+    last; the two rows of a task share one colour scale (0 to their maps' largest value,
+    recomputed here from the adapters), with a colour bar; masked heads named per block."""
     import matplotlib.axes
 
-    original = matplotlib.axes.Axes.set_xlabel
+    heads = tiny().sites[0].num_heads
+    depth = len(tiny().sites)
+    mask = [[0, 1] + [1] * (heads - 2)] * depth
+    pairs = []
+    for task in ("digits8", "counting"):
+        heart = figure5.read_record(_record(tmp_path, "heart_lora", {"rank": 4, "ne": 1},
+                                            f"h{task}", mask, task=task))
+        bilora = figure5.read_record(_record(tmp_path, "bilora", {"rank": 4}, f"b{task}",
+                                             task=task))
+        pairs.append((heart, bilora))
+    _fake_images(monkeypatch)
+    load = figure5.load_model  # no weights file: the backbone's own weights from a fixed seed
+    monkeypatch.setattr(figure5, "load_model", lambda r: (torch.manual_seed(0), load(r))[1])
+    shown, labels = [], []
+    imshow, xlabel = matplotlib.axes.Axes.imshow, matplotlib.axes.Axes.set_xlabel
+    monkeypatch.setattr(matplotlib.axes.Axes, "imshow",
+                        lambda self, data, *a, **k: (shown.append((data, k.get("norm"))),
+                                                     imshow(self, data, *a, **k))[1])
     monkeypatch.setattr(matplotlib.axes.Axes, "set_xlabel",
-                        lambda self, text, *a, **k: (labels.append(text), original(self, text, *a, **k))[1])
-    png = figure5.build(heart, bilora, tmp_path / "out", images=2)
+                        lambda self, t, *a, **k: (labels.append(t), xlabel(self, t, *a, **k))[1])
+    png = figure5.build(pairs, tmp_path / "out")
     assert png.read_bytes()[:4] == b"\x89PNG"
-    # One "masked" label per Heart-LoRA row (2 images x 1 layer), on head 0 only.
-    assert labels.count("masked") == 2
+    blocks = figure5.blocks_for(depth)
+    maps = [m for m in shown if m[1] is not None]
+    assert len(maps) == 2 * 2 * len(blocks)  # tasks x runs x blocks, plus 4 input images
+    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    for t, (heart, bilora) in enumerate(pairs):
+        mine = maps[t * 2 * len(blocks):(t + 1) * 2 * len(blocks)]
+        assert len({id(norm) for _, norm in mine}) == 1  # one scale per task
+        expected = 0.0
+        for record in (heart, bilora):
+            backbone, _ = figure5.load_model(record)
+            computed = figure5.attention_maps(backbone, image, blocks)
+            expected = max(expected, *(float(computed[b][0].mean(0).max()) for b in blocks))
+        assert mine[0][1].vmin == 0.0 and mine[0][1].vmax == pytest.approx(expected, rel=1e-5)
+    assert labels.count("masked 0") == 2 * len(blocks)  # under each Heart-LoRA map
     tex = (tmp_path / "out" / "fig5_vtab_mini.tex").read_text()
-    assert "\\renewcommand{\\thefigure}{T5}" in tex and "heads 0 in the last layer" in tex
-    assert "figure*" in tex
+    assert "\\renewcommand{\\thefigure}{T5}" in tex and "Needs \\usepackage{graphicx}" in tex
+    assert f"blocks {', '.join(map(str, blocks))}" in tex and "block 0: 0" in tex
 
 
 def test_figure5_refuses_a_pair_of_different_tasks(tmp_path):
     heart = figure5.read_record(_record(tmp_path, "heart_lora", {"rank": 4}, "h1"))
     bilora = figure5.read_record(_record(tmp_path, "bilora", {"rank": 4}, "b1"))
     bilora["task"] = "counting"
-    with pytest.raises(UserError, match="different tasks"):
-        figure5.build(heart, bilora, tmp_path / "out")
+    with pytest.raises(UserError, match="not pairs of one task"):
+        figure5.build([(heart, bilora)], tmp_path / "out")
 
 
-def test_pick_pair_matches_task_backbone_and_seed(tmp_path):
-    _record(tmp_path, "heart_lora", {"rank": 4}, "h1")
-    _record(tmp_path, "bilora", {"rank": 4}, "b1")
-    heart, bilora = figure5.pick_pair(tmp_path / "res", None)
-    assert (heart["run_id"], bilora["run_id"]) == ("h1", "b1")
-    with pytest.raises(UserError, match="for task 'mnist'"):
-        figure5.pick_pair(tmp_path / "res", "mnist")
+def test_pick_pairs_default_is_one_natural_and_one_structured_task(tmp_path):
+    for task in ("histology", "mnist", "digits8", "location", "counting"):
+        _record(tmp_path, "heart_lora", {"rank": 4}, f"h{task}", task=task)
+        _record(tmp_path, "bilora", {"rank": 4}, f"b{task}", task=task)
+    pairs = figure5.pick_pairs(tmp_path / "res", None)
+    assert [h["task"] for h, _ in pairs] == ["digits8", "counting"]  # PREFERRED_TASKS
+    assert all((h["run_id"], b["run_id"]) == (f"h{h['task']}", f"b{h['task']}") for h, b in pairs)
+    with pytest.raises(UserError, match="for task\\(s\\) retina"):
+        figure5.pick_pairs(tmp_path / "res", ["retina"])
+
+
+def test_test_images_writes_missing_twin_data_first(tmp_path, monkeypatch):
+    """A fresh clone has no twin data: figure5 writes it (run's writer), no hint to follow."""
+    written = []
+
+    def fake_ensure(benchmark, root, task):
+        written.append((benchmark, str(root), task))
+        raise UserError("stop here")
+
+    import heartbench.data.twin as twin
+
+    monkeypatch.setattr(twin, "ensure_twin_task", fake_ensure)
+    record = json.loads(_record(tmp_path, "bilora", {"rank": 4}, "b1").read_text())
+    with pytest.raises(UserError, match="stop here"):
+        figure5.test_images(record, 32, [0])
+    assert written == [("vtab_mini", str(tmp_path / "data"), "histology")]
+
+
+def test_figure5_hint_names_a_command_not_dots(tmp_path, monkeypatch):
+    import heartbench.data.twin as twin
+
+    monkeypatch.setattr(twin, "ensure_twin_task", lambda *a: False)
+    record = json.loads(_record(tmp_path, "bilora", {"rank": 4}, "b1").read_text())
+    with pytest.raises(UserError) as err:
+        figure5.test_images(record, 32, [0])
+    assert "..." not in str(err.value)
+    assert f"data prepare vtab_mini --out {tmp_path / 'data'} --tasks histology" in str(err.value)
+
+
+@pytest.mark.slow
+def test_figure5_without_arguments_rebuilds_the_committed_figure(tmp_path, monkeypatch):
+    """On a fresh clone (no twin data: written into the temporary folder), plain `figure5`
+    rebuilds the committed paper/fig5_* byte for byte."""
+    import argparse
+
+    committed = sorted((ROOT / "paper").glob("fig5_*"))
+    if not committed or not (ROOT / "results" / "vtab_mini").is_dir():
+        pytest.skip("no committed Figure 5 or records")
+    monkeypatch.chdir(tmp_path)  # the records' data_root (data/vtab-mini) is made here
+    (tmp_path / "weights").symlink_to(ROOT / "weights")  # their weights: paths of the checkout
+    parser = argparse.ArgumentParser()
+    figure5.add_arguments(parser)
+    args = parser.parse_args(["--results-dir", str(ROOT / "results"), "--out", "out"])
+    assert figure5.main(args) == 0
+    for path in committed:
+        assert (tmp_path / "out" / path.name).read_bytes() == path.read_bytes(), path.name
 
 
 def test_missing_record_is_a_user_error(tmp_path):
@@ -132,7 +224,7 @@ def test_pick_pair_takes_the_papers_heart_lora_not_an_ablation_variant(tmp_path)
     searched.write_text(json.dumps({**record, "search": {"ne": [0, 1]}}))
     _record(tmp_path, "heart_lora", {"rank": 4, "score_window": "last_step"}, "h2")
     _record(tmp_path, "bilora", {"rank": 4}, "b1")
-    heart, _ = figure5.pick_pair(tmp_path / "res", None)
+    heart, _ = figure5.pick_pairs(tmp_path / "res", ["histology"])[0]
     assert heart["run_id"] == "h2"
 
 
@@ -148,5 +240,5 @@ def test_pick_pair_names_a_run_stored_twice_by_its_main_record(tmp_path, copy_su
     record = json.loads(main.read_text())
     (copy / "h1.json").write_text(json.dumps(
         {**record, "suite": copy_suite, "label": "Heart-LoRA (last step)"}))
-    heart, _ = figure5.pick_pair(tmp_path / "res", None)
+    heart, _ = figure5.pick_pairs(tmp_path / "res", ["histology"])[0]
     assert heart["label"] == "Heart-LoRA" and heart["_path"] == str(main)

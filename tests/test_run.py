@@ -351,6 +351,13 @@ def test_val_protocol_selects_on_val200_and_retrains(tmp_path: Path, synth_root:
     assert record["method_config"]["scale"] == best["grid"]["scale"]
     assert record["eval_protocol"] == "val"
     assert record["metrics"]["test_acc"] == record["metrics"]["history"][-1]["eval_acc"]
+    # The run_id hashed the searched key's value before the search: `check` recomputes it.
+    from heartbench.suite import run_id_of
+    from heartbench.train import record_identity
+
+    assert set(record["searched_from"]) == {"scale"}
+    assert run_id_of(record_identity(record)) == record["run_id"]
+    assert record["cpu"]["capability"]  # the CPU kind a re-run is compared against
 
 
 def test_best_of_test_reports_the_maximum_of_periodic_tests(tmp_path: Path, synth_root: Path) -> None:

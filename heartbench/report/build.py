@@ -56,9 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(fail without pdflatex), skip")
     parser.add_argument("--tolerance", type=float, default=1.0,
                         help="points beyond which a measured-minus-reported cell is bold (default 1.0)")
-    parser.add_argument("--skip-invalid", action="store_true",
-                        help="build without the record files that cannot be used (named, one "
-                             "line each); without it such a file writes nothing and exits 1")
+    parser.add_argument("--skip-invalid", "--skip-unreadable", dest="skip_invalid",
+                        action="store_true",
+                        help="build without the record files that cannot be read or used (named,"
+                             " one line each); without it such a file writes nothing and exits 1"
+                             " (a left-out record could move rows silently)")
 
 
 @dataclass
@@ -150,7 +152,7 @@ def build(results_dir: Path, out: Path, source: str = "both", baselines_dir: Pat
     failed = sum(1 for r in recordset.records if r["status"] != "done")
     intro = (f"Source: {source}. Records: {len(records)} done"
              f"{f', {failed} failed (not shown)' if failed else ''} under "
-             f"{latex.tex(str(results_dir))}; {len(recordset.skipped)} file(s) skipped."
+             f"{latex.tex(Path(results_dir).name + '/')}; {len(recordset.skipped)} file(s) skipped."
              if source != "reported" else "Source: reported (the paper's numbers only).")
     # Figure 5 comes from its own command (it runs the models); include it when it is there.
     from heartbench.report.figures import Figure

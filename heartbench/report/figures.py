@@ -19,8 +19,9 @@ point, the grid configuration with the best mean over seeds; the caption says so
   where present).
 Twin figures (any benchmark but the paper's vtab1k / fewshot) are numbered T<n> and say in
 the image that they show CPU-twin data. Curves use one seed set per curve (the seeds every
-point has) with the std over them; heat maps of signed scores use a diverging scale centred
-at zero, non-negative ones min-max per map.
+point has) with the std over them; heat maps of signed scores put zero at the middle of a
+map whose lightness rises monotonically (readable in grey scale), non-negative ones min-max
+per map. Curves: one marker and line style per series, never colour alone.
 """
 
 from __future__ import annotations
@@ -86,6 +87,31 @@ PAPER_FIG7_TASK = "cifar"
 SCORE_NAMES = {"taylor": "Taylor", "weight_l2": "weight L2", "grad_l2": "grad L2"}
 SELECTION_NOTE = ("Each point: among the grid configurations with all of the curve's seeds, the one "
                   "with the best mean test accuracy over them.")
+ONE_CONFIG_NOTE = "Each point is one configuration (no grid to choose from)."
+# Series told apart in print and grey scale: each label its own marker, line style and a
+# colour of its own lightness (Okabe-Ito hues, colour-blind safe), never colour alone.
+SERIES_STYLES: tuple[tuple[str, str, Any, bool], ...] = (
+    ("#000000", "o", "-", True), ("#0072B2", "s", "--", False), ("#E69F00", "^", ":", True),
+    ("#009E73", "D", "-.", False), ("#CC79A7", "v", (0, (5, 1)), True),
+    ("#D55E00", "P", (0, (1, 1)), False), ("#56B4E9", "X", (0, (3, 1, 1, 1)), True),
+)
+# Colour-bar tick labels: drawn 3.4 in wide, placed at \columnwidth, so 7.6 pt stays >= 7 pt
+# down to a 3.17 in column (article's twocolumn: 3.18 in; IEEE 3.5, ACM 3.33, CVPR 3.25).
+COLOURBAR_TICK_PT = 7.6
+# Signed scores: lightness rises monotonically from the most negative to the most positive
+# (a red-blue diverging map loses the sign in grey scale: both ends are dark).
+SIGNED_MAP = "cividis"
+
+
+def selection_note(cells: list[Any]) -> str:
+    """The caption's word on configurations: a choice only where some point had several."""
+    return SELECTION_NOTE if any(c.n_configs > 1 for c in cells) else ONE_CONFIG_NOTE
+
+
+def series_style(index: int) -> dict[str, Any]:
+    colour, marker, line, filled = SERIES_STYLES[index % len(SERIES_STYLES)]
+    return {"color": colour, "marker": marker, "linestyle": line,
+            "markerfacecolor": colour if filled else "white", "markeredgecolor": colour}
 
 
 def curve_cells(groups: dict[Any, list[dict]]) -> tuple[dict[Any, Any], frozenset]:
@@ -153,7 +179,7 @@ def fig2(records: list[dict], out: Path) -> list[Figure]:
         panels = [*datasets, "Average"]
         ncols = 2
         nrows = math.ceil(len(panels) / ncols)
-        palette = dict(zip(labels, sns.color_palette("colorblind", len(labels)), strict=True))
+        styles = {label: series_style(i) for i, label in enumerate(labels)}
         with plt.rc_context(_rc()), sns.axes_style("whitegrid"):
             fig, axes = plt.subplots(nrows, ncols, figsize=(COLUMN_WIDTH_IN, 1.3 * nrows + 0.6),
                                      squeeze=False, layout="constrained")
@@ -169,10 +195,12 @@ def fig2(records: list[dict], out: Path) -> list[Figure]:
                         ys = [cells[x].mean for x in xs]
                         errs = [cells[x].std or 0.0 for x in xs]
                     if xs:
-                        # Dodge the labels a little along the log axis so error bars stay apart.
-                        dodge = 2 ** (0.07 * (labels.index(label) - (len(labels) - 1) / 2))
+                        # Dodge the labels along the log axis so error bars stay apart, thin
+                        # bars under the means' markers: the spread never hides a mean.
+                        dodge = 2 ** (0.11 * (labels.index(label) - (len(labels) - 1) / 2))
                         ax.errorbar([x * dodge for x in xs], ys, yerr=errs if any(errs) else None,
-                                    marker="o", capsize=1.5, color=palette[label], label=label)
+                                    capsize=1.2, elinewidth=0.6, markersize=3.5, label=label,
+                                    **styles[label])
                 ax.set_xscale("log", base=2)
                 ax.set_xticks(shots, [str(s) for s in shots])
                 ax.minorticks_off()
@@ -185,8 +213,8 @@ def fig2(records: list[dict], out: Path) -> list[Figure]:
                 axes[j // ncols][j % ncols].set_visible(False)
             budgets = {lb: budget_text(c for (label, _), (cells, _) in curves.items()
                                        if label == lb for c in cells.values()) for lb in labels}
-            handles = [plt.Line2D([], [], color=palette[lb], marker="o",
-                                  label=f"{lb} [{budgets[lb]}]") for lb in labels]
+            handles = [plt.Line2D([], [], label=f"{lb} [{budgets[lb]}]", **styles[lb])
+                       for lb in labels]
             fig.legend(handles=handles, loc="outside lower center", ncol=min(3, len(labels)),
                        frameon=False)
             _mark(fig, benchmark)
@@ -194,11 +222,13 @@ def fig2(records: list[dict], out: Path) -> list[Figure]:
             _save(fig, out, stem)
             plt.close(fig)
         seeds = " / ".join(_seeds_text(s) for s in sorted(seed_sets, key=lambda x: sorted(map(str, x))))
+        note = selection_note([c for cells, _ in curves.values() for c in cells.values()])
         number, caption = fig_caption(2, benchmark, (
-            f"Few-shot learning on {_bench(benchmark)}: top-1 accuracy vs shots per class. Each "
-            f"point: mean over {seeds} (every point of a curve on the same seeds), error bars: "
-            f"sample std over them; Average: mean over datasets, error bars: std over seeds of "
-            f"the per-seed dataset mean. {SELECTION_NOTE} {BUDGET_NOTE}"))
+            f"Few-shot learning on {_bench(benchmark)}: top-1 accuracy vs shots per class; each "
+            f"method its own marker and line style. Each point: mean over {seeds} (every point "
+            f"of a curve on the same seeds), error bars: sample std over them; Average: mean "
+            f"over datasets, error bars: std over seeds of the per-seed dataset mean. Points of "
+            f"one shot count are spread sideways so their bars stay apart. {note} {BUDGET_NOTE}"))
         made.append(Figure(stem, caption, number))
     return made
 
@@ -275,7 +305,7 @@ def fig3(records: list[dict], out: Path) -> list[Figure]:
             f"Arbitrary deactivation on {_bench(benchmark)}: accuracy with the first ne heads' "
             f"updates masked (Front), divided by the ne=0 accuracy, on "
             f"{' / '.join(_seeds_text(s) for s in seeds)} (every value of a task on the same "
-            f"seeds). {SELECTION_NOTE}"))
+            f"seeds). {selection_note(list(cells.values()))}"))
         made.append(Figure(stem, caption, number))
     return made
 
@@ -300,7 +330,7 @@ def _ne_curves(records: list[dict]) -> dict[str, tuple[list[dict], dict[str, lis
     return out
 
 
-def _draw_ne(ax: Any, recs: list[dict], task: str) -> tuple[frozenset, bool]:
+def _draw_ne(ax: Any, recs: list[dict], task: str) -> tuple[frozenset, bool, list[Any]]:
     """The curve on the seeds every ne has; grey: the range over all seeds where there are more."""
     from matplotlib.ticker import MaxNLocator
 
@@ -322,7 +352,7 @@ def _draw_ne(ax: Any, recs: list[dict], task: str) -> tuple[frozenset, bool]:
                 capsize=1.5, color="#1f5fa8", zorder=2)
     ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
     ax.set_title(_label(task))
-    return seeds, extra
+    return seeds, extra, list(cells.values())
 
 
 def _ne_figure(records: list[dict], out: Path, number: int) -> list[Figure]:
@@ -337,14 +367,15 @@ def _ne_figure(records: list[dict], out: Path, number: int) -> list[Figure]:
             curves = paper if len(paper) == 2 else curves[:2]
         ncols = 2 if number == 4 else 3
         nrows = math.ceil(len(curves) / ncols)
-        seed_sets, extra = set(), False
+        seed_sets, extra, shown_cells = set(), False, []
         shown: dict[str, list[float]] = {}
         with plt.rc_context(_rc()), sns.axes_style("whitegrid"):
             fig, axes = plt.subplots(nrows, ncols, squeeze=False, layout="constrained",
                                      figsize=(COLUMN_WIDTH_IN, 1.2 * nrows + 0.45))
             for i, task in enumerate(curves):
                 ax = axes[i // ncols][i % ncols]
-                seeds, more = _draw_ne(ax, per_task[task], task)
+                seeds, more, drawn = _draw_ne(ax, per_task[task], task)
+                shown_cells += drawn
                 shown[task] = [v for r in per_task[task] if (v := test_acc(r)) is not None]
                 seed_sets.add(seeds)
                 extra |= more
@@ -358,7 +389,9 @@ def _ne_figure(records: list[dict], out: Path, number: int) -> list[Figure]:
             stem = f"fig{number}_{benchmark}"
             _save(fig, out, stem)
             plt.close(fig)
-        which = "two tasks" if number == 4 else "every task"
+        names = ", ".join(tex(_label(t)) for t in curves)
+        which = (f"two tasks: {names}" if number == 4 else
+                 f"the {len(curves)} task(s) with records at several ne: {names}")
         seeds = " / ".join(_seeds_text(s) for s in sorted(seed_sets, key=lambda x: sorted(map(str, x))))
         spread = ("error bars: sample std over them" if any(len(s) > 1 for s in seed_sets)
                   else "one seed, so no spread on the curve")
@@ -369,7 +402,7 @@ def _ne_figure(records: list[dict], out: Path, number: int) -> list[Figure]:
         number_text, caption = fig_caption(number, benchmark, (
             f"Effect of ne on {_bench(benchmark)} ({which}): Heart-LoRA accuracy vs the number "
             f"of masked heads. Curve: mean over {seeds}, the seeds every ne of the task has "
-            f"({spread}){grey}. {SELECTION_NOTE}"))
+            f"({spread}){grey}. {selection_note(shown_cells)}"))
         made.append(Figure(stem, caption, number_text))
     return made
 
@@ -407,8 +440,9 @@ def _score_map(record: dict, score: str) -> Any | None:
 def colour_scale(matrix: Any) -> tuple[str, Any, str]:
     """(colour map, matplotlib norm, what the scale is) for one map.
 
-    Signed scores (the Taylor score can be negative): a diverging map centred at zero on a
-    symmetric log scale (linear within +-the median |score|, logarithmic beyond, limits
+    Signed scores (the Taylor score can be negative): zero at the middle of a map whose
+    lightness rises monotonically (:data:`SIGNED_MAP`, so sign and size survive grey-scale
+    print: darker = more negative), on a symmetric log scale (linear within +-the median |score|, logarithmic beyond, limits
     +-max |score|), so one outlier neither washes out the rest nor is clipped. Non-negative
     scores (weight / gradient L2): min-max per map.
     """
@@ -420,7 +454,7 @@ def colour_scale(matrix: Any) -> tuple[str, Any, str]:
         magnitude = np.abs(matrix[np.isfinite(matrix)])
         limit = float(magnitude.max())
         linthresh = float(np.median(magnitude[magnitude > 0])) if (magnitude > 0).any() else 1.0
-        return "RdBu_r", SymLogNorm(linthresh, vmin=-limit, vmax=limit, base=10), "signed"
+        return SIGNED_MAP, SymLogNorm(linthresh, vmin=-limit, vmax=limit, base=10), "signed"
     high = float(np.nanmax(matrix))
     return "Blues", Normalize(low, high if high > low else low + 1.0), "min-max"
 
@@ -449,7 +483,8 @@ def _heatmaps(panels: list[tuple[str, Any]], out: Path, stem: str, benchmark: st
 
     scales = []
     with plt.rc_context(_rc()):
-        fig, axes = plt.subplots(1, len(panels), figsize=(COLUMN_WIDTH_IN + 0.4, 1.95),
+        # Drawn at the width it is placed at (3.4 in), so font sizes are the printed ones.
+        fig, axes = plt.subplots(1, len(panels), figsize=(COLUMN_WIDTH_IN, 2.25),
                                  sharey=True, squeeze=False, layout="constrained")
         for ax, (panel_title, matrix) in zip(axes[0], panels, strict=True):
             cmap, norm, what = colour_scale(matrix)
@@ -462,13 +497,18 @@ def _heatmaps(panels: list[tuple[str, Any]], out: Path, stem: str, benchmark: st
             ax.set_xticks(range(0, heads, max(1, heads // 4)))
             ax.set_yticks(range(0, layers, max(1, layers // 6)))
             bar = fig.colorbar(image, ax=ax, location="bottom", fraction=0.08, pad=0.02)
-            bar.ax.tick_params(labelsize=4.5)
-            bar.ax.xaxis.get_offset_text().set_fontsize(4.5)
-            if what == "signed":  # zero and the two limits
+            bar.ax.tick_params(labelsize=COLOURBAR_TICK_PT, length=2, pad=1)
+            bar.ax.xaxis.get_offset_text().set_fontsize(COLOURBAR_TICK_PT)
+            if what == "signed":  # zero and the two limits, the scale's power of ten below
+                power = math.floor(math.log10(norm.vmax)) if norm.vmax > 0 else 0
                 bar.set_ticks([norm.vmin, 0.0, norm.vmax],
-                              labels=[f"{norm.vmin:.1e}", "0", f"{norm.vmax:.1e}"])
+                              labels=[f"{norm.vmin / 10**power:.1f}", "0",
+                                      f"{norm.vmax / 10**power:.1f}"])
+                bar.set_label(f"$\\times 10^{{{power}}}$", fontsize=COLOURBAR_TICK_PT,
+                              labelpad=1)
             else:
                 bar.locator = MaxNLocator(3)
+                bar.formatter.set_powerlimits((-2, 3))
                 bar.update_ticks()
         axes[0][0].set_ylabel("layer")
         _mark(fig, benchmark, title)
@@ -480,10 +520,11 @@ def _heatmaps(panels: list[tuple[str, Any]], out: Path, stem: str, benchmark: st
 def _scale_text(scales: list[str]) -> str:
     if all(s == "min-max" for s in scales):
         return "colour: min-max per map (darker = more responsive)"
-    return ("colour: signed scores on a diverging scale centred at zero (red positive, blue "
-            "negative, white 0), symmetric-log (linear up to the median $|$score$|$ of the map, "
+    return ("colour: signed scores from dark (most negative) through the middle of the bar "
+            "(0) to light (most positive; lightness rises monotonically, so it reads in grey "
+            "scale), symmetric-log (linear up to the median $|$score$|$ of the map, "
             "logarithmic beyond, limits $\\pm$ its largest $|$score$|$); non-negative scores "
-            "min-max per map")
+            "min-max per map (darker = more responsive)")
 
 
 def fig6(records: list[dict], out: Path) -> list[Figure]:

@@ -4,12 +4,16 @@
 (suite, run_id, benchmark, task, label, seed, test accuracy as stored). ``check`` compares
 the records under ``--results-dir`` with it: a record whose accuracy differs, a summarised
 record that is gone, and a twin record the summary does not list all fail, each named. After
-a deliberate re-run, ``check --write-summary`` rewrites the file from the records.
+a deliberate re-run, ``check --write-summary`` rewrites the file from the records, prints the
+rows it changed, and rewrites its digest ``twin_summary.csv.sha256`` beside it: ``check`` fails
+when the summary no longer matches that digest (an edit by hand), so every change to the
+summary is one the command made and showed.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 from pathlib import Path
@@ -18,6 +22,7 @@ from heartbench.errors import UserError, what_is
 from heartbench.report.select import KEPT_TWIN_BENCHMARKS
 
 SUMMARY_FILE = "twin_summary.csv"
+DIGEST_SUFFIX = ".sha256"
 FIELDS: tuple[str, ...] = ("suite", "run_id", "benchmark", "task", "label", "seed", "test_acc")
 
 
@@ -45,13 +50,48 @@ def render(records: list[dict]) -> str:
     return handle.getvalue()
 
 
-def write(path: Path, records: list[dict]) -> int:
-    """Write the summary atomically; returns the number of records listed."""
-    text = render(records)
+def digest_path(path: Path) -> Path:
+    return path.with_name(path.name + DIGEST_SUFFIX)
+
+
+def _atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
-    return text.count("\n") - 1
+
+
+def write(path: Path, records: list[dict]) -> tuple[int, list[str]]:
+    """Write the summary and its digest atomically; returns (records listed, one line per
+    row added, removed or changed against the summary there before)."""
+    text = render(records)
+    before = load(path) if path.exists() else {}
+    after = {(r["suite"], r["run_id"]): r for r in csv.DictReader(io.StringIO(text))}
+    changes = [f"added {k[0]}/{k[1]} ({r['label']}, {r['task']}, seed {r['seed']}): "
+               f"{r['test_acc']}" for k, r in sorted(after.items()) if k not in before]
+    changes += [f"removed {k[0]}/{k[1]} ({r['label']}, {r['task']}, seed {r['seed']})"
+                for k, r in sorted(before.items()) if k not in after]
+    changes += [f"changed {k[0]}/{k[1]} ({r['label']}, {r['task']}, seed {r['seed']}): "
+                f"{before[k]['test_acc']} -> {r['test_acc']}" for k, r in sorted(after.items())
+                if k in before and before[k] != r]
+    _atomic(path, text)
+    _atomic(digest_path(path), f"{hashlib.sha256(text.encode()).hexdigest()}  {path.name}\n")
+    return text.count("\n") - 1, changes
+
+
+def digest_problem(path: Path) -> str | None:
+    """None when the summary matches its stored digest, else what is wrong (one line)."""
+    digest = digest_path(path)
+    try:
+        stored = digest.read_text(encoding="utf-8").split()[0]
+    except (FileNotFoundError, IndexError):
+        return (f"{digest} (the summary's digest) is missing: write both with "
+                "`python -m heartbench check --write-summary`")
+    actual = hashlib.sha256(path.read_bytes()).hexdigest()
+    if actual != stored:
+        return (f"{path} changed since its digest {digest} was written (sha256 {actual[:12]}, "
+                f"stored {stored[:12]}): edited by hand? only `check --write-summary` rewrites "
+                "it (and says what it changed)")
+    return None
 
 
 def load(path: Path) -> dict[tuple[str, str], dict[str, str]]:
@@ -89,8 +129,8 @@ def compare(records: list[dict], summary: dict[tuple[str, str], dict[str, str]],
         row, mine = summary.get(key), _row(record)
         name = f"{key[0]}/{key[1]} ({mine['label']}, {mine['task']}, seed {mine['seed']})"
         if row is None:
-            problems.append(f"{name}: not in the twin summary (new record? after a deliberate "
-                            "re-run: check --write-summary)")
+            problems.append(f"{name}: not in the twin summary (a new record: after a deliberate "
+                            "run, `check --write-summary` adds it and shows what it changed)")
         elif row["test_acc"] != mine["test_acc"] or any(
                 row[f] != mine[f] for f in ("benchmark", "task", "label", "seed")):
             problems.append(f"{name}: test_acc {mine['test_acc']} but the summary has "

@@ -52,11 +52,17 @@ its variant has, per task, with Avg. over those. A cell shows the mean over seed
 and Avg. is the mean of the three group means (the paper's way); a missing task or group is
 a dash. Size = mean over tasks of ``adapter.stored_bytes`` / 2**20 (the paper's "MB", head
 excluded). Reported rows carry the paper's own bold (``bold`` column of baselines/);
-measured rows bold the best displayed value of each column within their block, as their
-caption says.
+measured rows bold, per column, the best mean and every row whose paired difference to it
+(per seed) is within that difference's sample std, and nothing with one seed
+(:func:`paired_bold`), as their caption says. A twin table prints one decimal (its records
+store one).
 """
 
 from __future__ import annotations
+
+import json
+import statistics
+from typing import Any
 
 from heartbench.report import reference as ref
 from heartbench.report.budget import BUDGET_NOTE, budget_mark
@@ -66,14 +72,18 @@ from heartbench.report.latex import (
     TexRow,
     TexTable,
     bold,
-    columns_bold,
-    fmt,
     fmt_signed,
     fmt_size,
     stat_cell,
     tex,
 )
-from heartbench.report.select import BENCHMARK_NAMES, PAPER_BENCHMARK, TWIN_BENCHMARKS
+from heartbench.report.select import (
+    BENCHMARK_NAMES,
+    PAPER_BENCHMARK,
+    TWIN_BENCHMARKS,
+    is_swin,
+    ne_of,
+)
 from heartbench.report.stats import (
     CHANCE_MARGIN,
     Deviation,
@@ -150,17 +160,21 @@ def block_description(block: MeasuredBlock) -> str:
         parts.append("Where a row has several grid configurations, each task shows the one "
                      f"with {on}; only configurations with all these seeds compete.")
     parts.append(BUDGET_NOTE)
-    parts.append("Bold: the best measured value of the column among these rows (ties all bold).")
+    parts.append(BOLD_RULE if block.seeds > 1 else BOLD_ONE_SEED)
     if block.seeds > 1:
         parts.append("$\\pm$: sample std over the seeds.")
+    settings = row_settings(block)
+    if settings:
+        parts.append(f"Settings: {'; '.join(settings)}.")
     if len(block.protocols) > 1:  # rows then carry their protocol, e.g. "Heart-LoRA [val]"
         accuracy = "; ".join(f"[{p}] {PROTOCOL_TEXT.get(p, p)}" for p in block.protocols)
     else:
         accuracy = "; ".join(PROTOCOL_TEXT.get(p, p) for p in block.protocols)
     parts.append(f"Backbone {', '.join(tex(b) for b in block.backbones)}; accuracy: "
                  f"{accuracy}.")
-    if block.chance:
-        tasks = ", ".join(f"{tex(t)} ({v:.1f}\\%)" for t, v in block.chance.items())
+    chance = {t: v for t, v in block.chance.items() if t in block.tasks}
+    if chance:
+        tasks = ", ".join(f"{tex(t)} ({v:.1f}\\%)" for t, v in chance.items())
         parts.append(f"Within {CHANCE_MARGIN:g} points of chance (100 / classes) for every row: "
                      f"{tasks}.")
     if block.recipe:
@@ -171,6 +185,82 @@ def block_description(block: MeasuredBlock) -> str:
     if table_spec(block.table).size:
         parts.append("Size: MB = $2^{20}$ bytes of stored adapter, head excluded.")
     return " ".join(parts)
+
+
+BOLD_RULE = ("Bold: per column, the best mean and every row whose paired difference to it "
+             "(per seed, over these seeds) is within its spread (|mean difference| $\\le$ its "
+             "sample std): no row is called better than a bold one.")
+BOLD_ONE_SEED = ("Nothing bold: one seed has no spread, so no row is called better than "
+                 "another.")
+
+
+def row_settings(block: MeasuredBlock) -> list[str]:
+    """Per row with a grid or a search: the setting its cells show (e.g. 'ne = 3 on every
+    task'), or how it was chosen."""
+    out = []
+    for row in block.rows:
+        chosen = [c.records[0] for c in row.cells.values() if c.records]
+        grids = {json.dumps(_setting(r), sort_keys=True) for r in chosen}
+        search = next((r.get("search") for r in chosen if r.get("search")), None)
+        if search:
+            keys = ", ".join(f"{k} from {', '.join(map(str, v))}" for k, v in sorted(search.items()))
+            out.append(f"{tex(row.name)}: chosen per run on val200 ({keys})")
+        elif grids - {"{}"}:
+            n = max(c.n_configs for c in row.cells.values())
+            if len(grids) == 1:
+                grid = json.loads(grids.pop())
+                text = ", ".join(f"{k} = {v}" for k, v in sorted(grid.items()))
+                out.append(f"{tex(row.name)}: {tex(text)} on every task"
+                           + (f" (chosen among {n} configurations)" if n > 1 else ""))
+            else:
+                out.append(f"{tex(row.name)}: per task the best of {n} configurations "
+                           "(see above)")
+    return out
+
+
+def _setting(record: dict) -> dict:
+    """The grid point, or a Heart-LoRA run's fixed ne (Swin: ratio) from its method config."""
+    if record.get("grid"):
+        return record["grid"]
+    if record.get("method") != "heart_lora":
+        return {}
+    if is_swin(record):
+        return {"ratio": (record.get("method_config") or {}).get("ratio")}
+    return {"ne": ne_of(record)} if ne_of(record) is not None else {}
+
+
+def per_seed(row: Any, column: str, task_group: dict[str, str]) -> dict[Any, float]:
+    """A row's value of ``column`` (task, group or 'avg') per seed."""
+    if column in row.cells:
+        return dict(row.cells[column].by_seed)
+    seeds = sorted({s for c in row.cells.values() for s in c.by_seed}, key=str)
+    out = {}
+    for seed in seeds:
+        values = {t: c.by_seed.get(seed) for t, c in row.cells.items()}
+        groups = ref.group_means(values, task_group)
+        value = ref.paper_average(groups) if column == "avg" else groups.get(column)
+        if value is not None:
+            out[seed] = value
+    return out
+
+
+def paired_bold(values: list[dict[Any, float]], means: list[float | None]) -> set[int]:
+    """Rows to bold in one column: the best mean and every row whose paired difference to it
+    is within the difference's sample std; nothing with fewer than two common seeds."""
+    shown = [i for i, m in enumerate(means) if m is not None]
+    if not shown:
+        return set()
+    best = max(shown, key=lambda i: means[i])  # type: ignore[arg-type,return-value]
+    marks = set()
+    for i in shown:
+        common = sorted(set(values[best]) & set(values[i]), key=str)
+        if len(common) < 2:
+            continue
+        diffs = [values[best][s] - values[i][s] for s in common]
+        spread = statistics.stdev(diffs)
+        if i == best or abs(statistics.fmean(diffs)) <= spread:
+            marks.add(i)
+    return marks if len(marks) > 0 and best in marks else set()
 
 
 def _bold_if(text: str, strong: bool) -> str:
@@ -212,7 +302,8 @@ def _measured_rows(block: MeasuredBlock, columns: list[str], decimals: int,
     for row in block.rows:
         groups = row.column_stats(block.task_group)
         stats.append([groups[c] if c in groups else row.task_stat(c) for c in columns])
-    marks = columns_bold([[fmt(s.mean, decimals) for s in r] for r in stats])
+    marks = [paired_bold([per_seed(row, c, block.task_group) for row in block.rows],
+                         [r[j].mean for r in stats]) for j, c in enumerate(columns)]
     rows = []
     for i, row in enumerate(block.rows):
         cells = [stat_cell(s, decimals, i in marks[c], block.seeds) for c, s in enumerate(stats[i])]
@@ -294,7 +385,8 @@ def table_model(number: int, reported: ref.ReportedTable | None,
     first = blocks[0] if blocks else None
     name = table_name(number, first)
     caption = _caption(spec, reported is not None, blocks)
-    decimals = spec.decimals
+    # A twin's accuracies are stored with one decimal (1000 test images): never print more.
+    decimals = spec.decimals if first is None or first.benchmark == PAPER_BENCHMARK else 1
     common = {"number": number, "name": name, "caption": caption, "label": f"tab:{name}",
               "display": display_number(number, first)}
     if spec.per_task or not _group_layout(spec, first):
