@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from heartbench.errors import UserError, closest
+from heartbench.errors import UserError, closest, error_lines
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(importlib.import_module(args._module).main(args) or 0)
     except UserError as err:
-        print(f"heartbench {args.command}: error: {err}", file=sys.stderr)
+        for line in error_lines(err):
+            print(f"heartbench {args.command}: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("heartbench: interrupted", file=sys.stderr)
