@@ -107,7 +107,7 @@ def build(results_dir: Path, out: Path, source: str = "both", baselines_dir: Pat
 
     for path, reason in recordset.skipped:
         result.messages.append(f"skipped {path}: {reason}")
-    for line in select.unplaced(records):
+    for line in select.unplaced(records, str(results_dir)):
         result.messages.append(f"in no table: {line}")
     from heartbench.report.stats import rows_without_common_seed
 

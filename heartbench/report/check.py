@@ -121,7 +121,8 @@ def check_summary(records: list[dict], results_dir: Path, path: Path | None) -> 
     return lines, not problems
 
 
-def check_measured(records: list[dict], reported: Any, tolerance: float) -> tuple[list[str], bool]:
+def check_measured(records: list[dict], reported: Any, tolerance: float,
+                   results_dir: str | Path = "results") -> tuple[list[str], bool]:
     from heartbench.report import select, stats
 
     blocks = stats.build_blocks(records, reported)
@@ -141,7 +142,7 @@ def check_measured(records: list[dict], reported: Any, tolerance: float) -> tupl
     if fewshot:
         lines.append(f"  not compared: {fewshot} few-shot record(s): the paper prints them only "
                      "as Figure 2")
-    for line in select.unplaced(records):
+    for line in select.unplaced(records, str(results_dir)):
         lines.append(f"  not compared: in no table: {line}")
     for line in stats.rows_without_common_seed(records):
         lines.append(f"  not compared: {line}")
@@ -217,7 +218,7 @@ def main(args: argparse.Namespace) -> int:
     lines, ok_reported, reported = check_reported(args.baselines)
     for line in lines:
         emit(line)
-    more, ok_measured = check_measured(records, reported, args.tolerance)
+    more, ok_measured = check_measured(records, reported, args.tolerance, args.results_dir)
     more2, ok_summary = check_summary(records, args.results_dir, summary_path)
     for line in [*more, *more2, f"(d) record files: {len(recordset.records)} read, "
                  f"{len(recordset.skipped)} unreadable"]:
