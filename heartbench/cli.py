@@ -17,7 +17,7 @@ from heartbench.errors import UserError, closest, error_lines
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("heartbench.launch", "expand a suite TOML into runs and execute them (local or Slurm)"),
     "status": ("heartbench.status", "tell what each run of a suite is doing (done, running, pending, failed)"),
-    "tables": ("heartbench.report.build", "rebuild the paper's LaTeX tables and figures into paper/"),
+    "tables": ("heartbench.report.build", "rebuild the paper's LaTeX tables and figures (into paper/, or --out DIR)"),
     "methods": ("heartbench.methods_cmd", "list registered methods with parameter counts and stored size"),
     "bench": ("heartbench.bench", "measure step time, memory and throughput of every method"),
     "data": ("heartbench.data.cli", "write synthetic/twin datasets; verify or prepare VTAB-1K and few-shot copies"),

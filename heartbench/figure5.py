@@ -8,7 +8,7 @@ Heart-LoRA's masked heads (mask 0: their q/v updates are zeroed) are framed in r
 marked "masked".
 
 Records: ``--heart`` and ``--bilora`` name two record files; without them the pair is taken
-from ``--results-dir`` for ``--task`` (default: the first task with both): the main
+from ``--results-dir`` for ``--tasks`` (default: the first task with both): the main
 Heart-LoRA variant (global Taylor score) and Bi-LoRA, same benchmark, backbone and seed,
 the lowest seed first. The output is ``fig5_<benchmark>.{pdf,png,tex}`` in ``--out`` (the
 .tex holds the figure and its caption; ``tables`` puts it into preview.tex).
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from heartbench.errors import UserError
+from heartbench.options import add_tasks, split_names
 
 CAPTION_NOTE = ("Each map: the attention of the [CLS] token to every patch, one panel per "
                 "head, for the same test image under both adapters.")
@@ -35,12 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder of run records to pick the pair from (default: results)")
     parser.add_argument("--heart", type=Path, help="record file (.json) of the Heart-LoRA run")
     parser.add_argument("--bilora", type=Path, help="record file (.json) of the Bi-LoRA run")
-    parser.add_argument("--task", help="task to pick the pair for (default: first with both)")
+    add_tasks(parser, "task(s) to pick the pair for, comma-separated: the first listed that"
+              " has both records (default: the first task with both)", old=("--task",))
     parser.add_argument("--images", type=int, default=2, help="test images (default 2)")
     parser.add_argument("--layers", type=int, default=1,
                         help="how many of the last layers to draw (default 1)")
     parser.add_argument("--out", type=Path, default=Path("paper"),
-                        help="folder for fig5_<benchmark>.{pdf,png,tex} (default: paper)")
+                        help="folder for fig5_<benchmark>.{pdf,png,tex} (default: paper/, where"
+                             " the committed Figure 5 is replaced)")
 
 
 # ---------------------------------------------------------------------------
@@ -59,8 +62,10 @@ def read_record(path: Path) -> dict:
     return record
 
 
-def pick_pair(results_dir: Path, task: str | None) -> tuple[dict, dict]:
-    """The (Heart-LoRA, Bi-LoRA) records to compare (see the module docstring)."""
+def pick_pair(results_dir: Path, tasks: str | list[str] | None) -> tuple[dict, dict]:
+    """The (Heart-LoRA, Bi-LoRA) records to compare (see the module docstring): of the first
+    of ``tasks`` (a name or a list) that has both, or of any task when None."""
+    tasks = [tasks] if isinstance(tasks, str) else tasks
     from heartbench.report.select import is_fixed_ne_heart
     from heartbench.results import load_records
 
@@ -76,13 +81,15 @@ def pick_pair(results_dir: Path, task: str | None) -> tuple[dict, dict]:
     partners = {ident(r): r for r in sorted(bilora, key=lambda r: r["run_id"], reverse=True)}
     # A run stored by two suites (an ablation's copy of a main run) is the same adapter; the
     # plainest label (the main table's "Heart-LoRA") names it, then the suite: deterministic.
+    order = {t: i for i, t in enumerate(tasks or [])}
     pairs = [(h, partners[ident(h)]) for h in sorted(
-        heart, key=lambda r: (str(r["seed"]), r["benchmark"], r["task"], r["run_id"],
-                              len(r["label"]), r["suite"]))
-        if ident(h) in partners and (task is None or h["task"] == task)]
+        heart, key=lambda r: (order.get(r["task"], 0), str(r["seed"]), r["benchmark"],
+                              r["task"], r["run_id"], len(r["label"]), r["suite"]))
+        if ident(h) in partners and (tasks is None or h["task"] in order)]
     if not pairs:
+        which = f" for task {' or '.join(map(repr, tasks))}" if tasks else ""
         raise UserError(f"{results_dir}: no Heart-LoRA and Bi-LoRA records of the same task, "
-                        f"backbone and seed{f' for task {task!r}' if task else ''} with adapters")
+                        f"backbone and seed{which} with adapters")
     heart_record, bilora_record = pairs[0]
     for r in (heart_record, bilora_record):
         r["_path"] = str(_record_path(results_dir, r))
@@ -291,7 +298,7 @@ def main(args: argparse.Namespace) -> int:
     if args.heart is not None:
         heart, bilora = read_record(args.heart), read_record(args.bilora)
     else:
-        heart, bilora = pick_pair(args.results_dir, args.task)
+        heart, bilora = pick_pair(args.results_dir, split_names(args.tasks))
     print(f"figure5: {heart['benchmark']}/{heart['task']}: loading {heart['label']} and"
           f" {bilora['label']} with their adapters, then drawing", flush=True)
     png = build(heart, bilora, args.out, args.images, args.layers)
