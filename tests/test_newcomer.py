@@ -323,3 +323,43 @@ def test_in_no_table_lines_say_why_and_how_to_show_them() -> None:
         else:
             assert "plotted in fig4_" in line
 
+
+
+# --- the docs site ----------------------------------------------------------------------------
+
+def test_docs_site_builds_strictly(tmp_path: Path) -> None:
+    """`mkdocs build --strict` (broken links, pages missing from the nav): skipped without
+    mkdocs, except where HEARTBENCH_REQUIRE_DOCS is set (CI), which fails instead."""
+    import subprocess
+    import sys
+
+    try:
+        import material  # noqa: F401  (mkdocs-material: the theme)
+        import mkdocs  # noqa: F401
+    except ImportError as err:
+        if _env_flag("HEARTBENCH_REQUIRE_DOCS"):
+            pytest.fail(f"HEARTBENCH_REQUIRE_DOCS is set but mkdocs is missing ({err}):"
+                        " pip install -c constraints.txt -e \".[dev]\"")
+        pytest.skip(f"mkdocs is not installed ({err})")
+    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir",
+                           str(tmp_path / "site")], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "NO_MKDOCS_2_WARNING": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "site" / "index.html").is_file()
+    assert not (REPO / "site").exists()  # nothing written into the checkout
+
+
+def test_readme_is_short_and_ci_runs_its_commands() -> None:
+    """At most 300 lines; its install and test commands are the ones .ci/run runs; every
+    docs page it links exists."""
+    import re
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 300
+    for command in ('pip install -c constraints.txt -e ".[dev]"', "python -m pytest\n",
+                    'python -m pytest -m "slow or slurm"'):
+        assert command.strip() in readme and command in ci + "\n", command
+    assert "HEARTBENCH_REQUIRE_DOCS" in ci
+    for link in re.findall(r"\]\((docs/[^)#]+)", readme):
+        assert (REPO / link).is_file(), link
