@@ -11,13 +11,13 @@ import argparse
 import importlib
 import sys
 
-from heartbench.errors import UserError, closest
+from heartbench.errors import UserError, closest, error_lines
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("heartbench.launch", "expand a suite TOML into runs and execute them (local or Slurm)"),
     "status": ("heartbench.status", "tell what each run of a suite is doing (done, running, pending, failed)"),
-    "tables": ("heartbench.report.build", "rebuild the paper's LaTeX tables and figures into paper/"),
+    "tables": ("heartbench.report.build", "rebuild the paper's LaTeX tables and figures (into paper/, or --out DIR)"),
     "methods": ("heartbench.methods_cmd", "list registered methods with parameter counts and stored size"),
     "bench": ("heartbench.bench", "measure step time, memory and throughput of every method"),
     "data": ("heartbench.data.cli", "write synthetic/twin datasets; verify or prepare VTAB-1K and few-shot copies"),
@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(importlib.import_module(args._module).main(args) or 0)
     except UserError as err:
-        print(f"heartbench {args.command}: error: {err}", file=sys.stderr)
+        for line in error_lines(err):
+            print(f"heartbench {args.command}: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("heartbench: interrupted", file=sys.stderr)

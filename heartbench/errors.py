@@ -22,6 +22,20 @@ class MissingData(UserError):
     broken copy: ``run`` adds the command that makes it."""
 
 
+class Problems(UserError):
+    """Several user mistakes found at once (``run``'s pre-flight): the command line prints
+    each of ``lines`` as its own error line, then exits 2."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = list(lines)
+
+
+def error_lines(err: UserError) -> list[str]:
+    """The lines an error prints: one, or one per problem."""
+    return list(getattr(err, "lines", None) or [str(err)])
+
+
 def closest(word: str, choices: Iterable[str]) -> str:
     """A ' (did you mean X?)' suffix naming the closest valid choice, or ''."""
     match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

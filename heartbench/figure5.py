@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from heartbench.errors import UserError
+from heartbench.options import add_tasks, split_names
 
 CAPTION_NOTE = ("Each map: the attention of the [CLS] token to every patch in the block's "
                 "self-attention, mean over the heads, for the same test image under both "
@@ -44,14 +45,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder of run records to pick the pairs from (default: results)")
     parser.add_argument("--heart", type=Path, help="record file (.json) of one Heart-LoRA run")
     parser.add_argument("--bilora", type=Path, help="record file (.json) of its Bi-LoRA run")
-    parser.add_argument("--tasks", "--task", help="comma-separated tasks (default: one natural, one "
-                                        "structured: " + ", ".join(
-                                            f"{g} {' or '.join(t)}" for g, t in
-                                            PREFERRED_TASKS.items()) + ", else the first)")
+    add_tasks(parser, "comma-separated tasks (default: one natural, one structured: " + ", ".join(
+        f"{g} {' or '.join(t)}" for g, t in PREFERRED_TASKS.items()) + ", else the first)",
+        old=("--task",))
     parser.add_argument("--image", type=int, default=0,
                         help="index of the test image of each task (default 0)")
     parser.add_argument("--out", type=Path, default=Path("paper"),
-                        help="folder for fig5_<benchmark>.{pdf,png,tex} (default: paper)")
+                        help="folder for fig5_<benchmark>.{pdf,png,tex} (default: paper/, where"
+                             " the committed Figure 5 is replaced)")
 
 
 def blocks_for(depth: int) -> list[int]:
@@ -429,8 +430,7 @@ def main(args: argparse.Namespace) -> int:
             raise UserError("--tasks picks pairs from --results-dir; not with --heart/--bilora")
         pairs = [(read_record(args.heart), read_record(args.bilora))]
     else:
-        tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
-        pairs = pick_pairs(args.results_dir, tasks)
+        pairs = pick_pairs(args.results_dir, split_names(args.tasks))
     for heart, bilora in pairs:
         check_pair(heart, bilora)
     print(f"figure5: {pairs[0][0]['benchmark']}: tasks {', '.join(h['task'] for h, _ in pairs)}:"

@@ -48,7 +48,9 @@ SILENT_CONTROLLER_S = 300.0
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("suite", help="the suite TOML file, e.g. suites/vtab1k.toml")
     parser.add_argument("--dry-run", action="store_true",
-                        help="print the plan (one line per run) without touching data or models")
+                        help="print the plan (one line per run), then every problem that would"
+                             " stop the run (data, weights, results folder, launcher, device);"
+                             " writes nothing")
     parser.add_argument("--executor", choices=("auto", "local", "debug", "slurm"),
                         help="where runs execute (default: the suite's launcher.executor, else auto)")
     parser.add_argument("--results-dir", default="results", help="where records go (default: results)")
@@ -70,32 +72,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from heartbench import slurm
+    from heartbench import preflight, slurm
     from heartbench.content import with_content
-    from heartbench.preflight import check_device, check_inputs, check_results, check_writable
+    from heartbench.preflight import check_writable
     from heartbench.suite import load_suite
 
     started = time.time()
     suite = load_suite(args.suite, data_root=args.data_root)
     runs = select(suite.runs, args.only)
-    if args.dry_run:
-        print_plan(suite, runs, time.time() - started)
-        return 0
-    if args.jobs is not None and args.jobs < 1:
-        raise UserError(f"--jobs must be >= 1, got {args.jobs}")
     results_dir = Path(args.results_dir)
-    # The user's own inputs first (data, weights, results directory), then this machine's
-    # executor and device, and only then is the results directory made: a mistake leaves
-    # nothing behind, and a data error is named even where Slurm is installed but down.
-    check_inputs(suite, runs, deep=args.verify_deep)
-    check_writable(results_dir, create=False)
-    check_results(results_dir, suite.name, runs)
-    executor = resolve_executor(args.executor or suite.launcher["executor"])
-    if executor == "slurm" and args.jobs is not None:
-        raise UserError("--jobs sets local worker processes; on Slurm set launcher.runs_per_task"
-                        " and launcher.array_parallelism in the suite instead")
+    # Every check (data, weights, results folder, launcher, device) runs and every problem
+    # is named at once; only then is anything written (twin data, the results folder).
+    pf = preflight.Preflight(suite, runs, results_dir,
+                             args.executor or suite.launcher["executor"], resolve_executor,
+                             args.jobs, args.verify_deep)
+    if args.dry_run:
+        return dry_run(pf, time.time() - started)
+    executor = preflight.ready(pf)
     args.jobs = args.jobs or int(suite.launcher.get("jobs", 1))
-    check_device(suite, runs, executor)
     runs = with_content(suite, runs)  # data fingerprint and weights hash, for is_done
     todo = [r for r in runs if args.force or not is_done(results_dir, r, report=True)]
     _say_plugin_changes(results_dir, todo)
@@ -141,6 +135,21 @@ def _say_plugin_changes(results_dir: Path, todo: list[Any]) -> None:
         why = plugin_change(results_dir, run)
         if why:
             print(f"{run.run_id} ({run.task}, {run.label}): {why}; running it")
+
+
+def dry_run(pf: Any, seconds: float) -> int:
+    """The plan, then every problem that would stop ``run`` (exit 2), else 0. Writes
+    nothing: missing twin data is only announced."""
+    from heartbench import preflight
+
+    problems = preflight.collect(pf)
+    if pf.to_write:
+        print(f"note: {pf.suite.benchmark} tasks {', '.join(pf.to_write)} are not in"
+              f" {pf.suite.data_root} yet: `run` writes them first")
+    print_plan(pf.suite, pf.runs, seconds)
+    if problems:
+        raise preflight.problems_error(problems, dry_run=True)
+    return 0
 
 
 def resolve_executor(name: str) -> str:

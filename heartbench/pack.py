@@ -29,8 +29,8 @@ forward on a probe batch) run one by one as before.
 
 Speed: packing shares per-op overhead and kernel launches, not arithmetic (every activation
 after the first per-run module differs per run), so it pays where steps are launch-bound
-(small models or batches on a GPU) and not on an arithmetic-bound CPU step: README, "Packed
-runs", has the measurements (``python -m heartbench.bench.packing``).
+(small models or batches on a GPU) and not on an arithmetic-bound CPU step: the dated report
+docs/reports/2026-11-29-packing.md has the measurements (``python -m heartbench.bench.packing``).
 """
 
 from __future__ import annotations

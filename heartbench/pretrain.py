@@ -52,7 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--warmup-steps", type=int, default=150)
     parser.add_argument("--label-smoothing", type=float, default=0.1)
-    parser.add_argument("--out", default="weights", help="output folder (default: weights/)")
+    parser.add_argument("--out", default="weights", metavar="DIR",
+                        help="output folder (default: weights/, where the committed twin"
+                             " backbones are replaced)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="training time limit: the cosine schedule follows whichever of "

@@ -1,6 +1,6 @@
 """Suites: a TOML file describing a whole experiment, validated and expanded into runs.
 
-Schema (every key optional unless marked; README.md "Suites" has the long form)::
+Schema (every key optional unless marked; docs/suites.md has the long form)::
 
     [suite]      name, description, benchmark*, data_root*, data_command (what makes the data,
                  named when it is missing; {root}, {tasks}), tasks, seeds, eval_protocol, shots,

@@ -244,8 +244,8 @@ def autocast(device: torch.device, precision: str = "fp32") -> Any:
     """bf16 autocast when the suite asks for it (train.precision = "bf16"), else a no-op.
 
     The reference code (PETL-ViT, NOAH, VPT) trains in fp32, and bf16 keeps 8 significant
-    bits: an adapter update under about 2^-8 of the layer's output is lost (README,
-    "Precision"). So bf16 is opt-in, on any device (CPU autocast works too).
+    bits: an adapter update under about 2^-8 of the layer's output is lost
+    (docs/protocols.md, "Precision"). So bf16 is opt-in, on any device (CPU autocast works too).
     """
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
                           enabled=precision == "bf16")

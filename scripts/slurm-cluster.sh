@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A one-node Slurm cluster on this machine, for heartbench's `slurm` tests and for trying
 # `run --executor slurm` without a real cluster. Debian (apt) and root only; no systemd
-# needed (facts: Slurm 22.05 from Debian 12, see README "Running on a Slurm cluster").
+# needed (facts: Slurm 22.05 from Debian 12, see docs/slurm.md).
 #
 #   scripts/slurm-cluster.sh up      install if missing, configure, start, wait until idle
 #   scripts/slurm-cluster.sh status  one line: the node's state, or why there is none

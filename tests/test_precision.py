@@ -5,7 +5,7 @@ their own size. An update whose effect on the features is small next to them is 
 lost: the measurement below (CPU autocast, ViT-B width, each method at the smallest scale
 a shipped suite uses, its tensors moved by 0.02 from their initial values) gives, per
 method, the fraction of the update's effect on the pre-logits features that bf16 keeps.
-The README's precision table is this module's output (``python tests/test_precision.py``);
+The precision table of docs/protocols.md is this module's output (``python tests/test_precision.py``);
 ``test_readme_table_is_what_this_module_measures`` fails when a row no longer matches.
 """
 
@@ -222,12 +222,13 @@ def test_autocast_is_off_unless_bf16_is_asked_for() -> None:
             assert lin(x).dtype == dtype, precision
 
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+# The precision table lives on the docs page about precision (it was in README.md).
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "protocols.md"
 TABLE_HEADER = "| method | smallest shipped scale | update / features (fp32) | bf16 keeps |"
 
 
 def describe(config: dict) -> str:
-    """The README's 'smallest shipped scale' cell of a method's measured config."""
+    """The docs table's 'smallest shipped scale' cell of a method's measured config."""
     return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
                      for k, v in config.items()) or "-"
 
@@ -239,7 +240,7 @@ def table_row(name: str) -> str:
 
 
 def _readme_rows() -> dict[str, list[str]]:
-    lines = README.read_text(encoding="utf-8").splitlines()
+    lines = PAGE.read_text(encoding="utf-8").splitlines()
     start = lines.index(TABLE_HEADER) + 2  # past the header and its |---| line
     rows = {}
     for line in lines[start:]:
@@ -251,7 +252,7 @@ def _readme_rows() -> dict[str, list[str]]:
 
 
 def test_readme_table_is_what_this_module_measures() -> None:
-    """Every row of the README's precision table: the config this module measures, and the
+    """Every row of the docs' precision table (docs/protocols.md): the config this module measures, and the
     measured update size (within 5 %) and kept fraction (within 1 point)."""
     rows = _readme_rows()
     assert sorted(rows) == sorted(MEASURED), sorted(rows)
@@ -265,7 +266,7 @@ def test_readme_table_is_what_this_module_measures() -> None:
         assert abs(int(percent.group(1)) - 100 * m["kept"]) <= 1.0, (name, kept, m)
 
 
-if __name__ == "__main__":  # the README table
+if __name__ == "__main__":  # the table of docs/protocols.md
     get_method_class("lora")
     print(TABLE_HEADER)
     print("|---|---|---|---|")

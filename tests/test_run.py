@@ -137,10 +137,13 @@ def test_stored_adapter_reproduces_the_record(tmp_path: Path, synth_root: Path) 
 
 
 def test_dry_run_prints_plan_without_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The plan is printed without data; then what would stop the run (the data, and the
+    weights when they are not here either) is named, exit 2, nothing written."""
     assert cli(["run", str(REPO / "suites" / "vtab1k.toml"), "--dry-run",
-                "--data-root", str(tmp_path / "nowhere")]) == 0
-    out = capsys.readouterr().out
+                "--data-root", str(tmp_path / "nowhere")]) == 2
+    out, err = capsys.readouterr()
     assert "19 tasks" in out and not (tmp_path / "nowhere").exists()
+    assert str(tmp_path / "nowhere") in err.splitlines()[0]
 
 
 def test_missing_data_is_one_line_naming_the_path(tmp_path: Path) -> None:
@@ -151,7 +154,9 @@ def test_missing_data_is_one_line_naming_the_path(tmp_path: Path) -> None:
                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and str(missing) in lines[0] and "Traceback" not in proc.stderr
+    # One line per problem (here the weights are missing too, and a closing count).
+    assert str(missing) in lines[0] and "Traceback" not in proc.stderr
+    assert all(line.startswith("heartbench run: error: ") for line in lines)
     assert not (tmp_path / "results" / "vtab1k").exists()
 
 
@@ -176,7 +181,11 @@ def test_missing_data_names_the_command_that_makes_it(
         capsys.readouterr()
         assert cli(args) == 2
         lines = capsys.readouterr().err.strip().splitlines()
-        assert len(lines) == 1 and command.format(root=root) in lines[0], lines
+        # The data's line first (the weights', the launcher's where Slurm is installed but
+        # down, and a count follow).
+        assert command.format(root=root) in lines[0], lines
+        assert all(line.startswith("heartbench run: error: ") for line in lines), lines
+        assert len(lines) == 1 or "problems (data, " in lines[-1], lines
         root.mkdir(exist_ok=True)
     assert list(root.iterdir()) == [] and not (tmp_path / "results").exists()
 

@@ -206,14 +206,18 @@ def test_cli_report_json_and_exit_codes(tmp_path: Path, vtab: Path,
     payload = json.loads(out.read_text())
     assert payload["ok"] and payload["tasks"]["kitti"]["fingerprint"] == \
         task_fingerprint(vtab, "vtab1k", "kitti")
-    # Default place: beside the data.
+    # Default place: beside the data, and only for a matching copy (a failed check writes
+    # nothing into the data folder).
+    default = vtab / "heartbench-verify.json"
+    before = default.read_bytes() if default.exists() else None
     _edit_line(vtab / "kitti" / "test.txt", 0, None)
     assert cli(["data", "verify", str(vtab), "--tasks", "kitti,dtd"]) == 2
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("kitti") and "test: 710 lines, expected 711" in lines[0]
     assert lines[1].startswith("dtd") and "no task folder" in lines[1]
     assert "2 of 2 tasks do not match the manifest: kitti, dtd" in lines[-1]
-    assert not json.loads((vtab / "heartbench-verify.json").read_text())["ok"]
+    assert f"nothing written into {vtab}" in lines[-1]
+    assert (default.read_bytes() if default.exists() else None) == before
 
 
 def test_cli_twin_benchmark_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -18,7 +18,9 @@ One run (one process) measures, each part in its own module:
 * ``report`` assembles the fields and targets, ``render`` the Markdown; ``run`` calls them
   in order; ``stats`` holds the arithmetic (pure, unit-tested without torch).
 
-Outputs ``<out>/<name>.json`` and ``<out>/<name>.md``.
+Outputs ``<out>/<name>.json`` and ``<out>/<name>.md`` (default ``runs/bench/``, untracked;
+``--update-committed`` replaces the committed report in ``bench/``), then a verdict
+(``verdict``): what the targets say; ``--strict`` exits 1 on a missed target.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from heartbench.bench.stats import (
     scoring_fraction,
     suite_gpu_hours,
 )
+from heartbench.bench.verdict import exit_code, verdict
 
 __all__ = [
     "CASE_KEYS", "META_KEYS", "METHOD_KEYS", "REFERENCE_LIMIT", "REPORT_KEYS", "Case",
@@ -67,11 +70,11 @@ def main(args: argparse.Namespace) -> int:
                          + ("" if omp_effective else
                             " (torch was already imported: not applied)"))
     report = run(settings)
+    replaced = (settings.out / f"{settings.name}.json").exists()
     json_path, md_path = write_report(report, settings.out, settings.name)
     print(render_markdown(report))
-    print(f"wrote {json_path} and {md_path}")
-    missed = [t for t in report["targets"] if t["met"] is False]
-    if missed:
-        print(f"{len(missed)} target(s) missed: " + ", ".join(t["key"] for t in missed),
-              file=sys.stderr)
-    return 0
+    print(f"{'replaced the earlier report' if replaced else 'wrote'} {json_path} and {md_path}")
+    strict = bool(getattr(args, "strict", False))
+    for line in verdict(report["targets"], report["meta"], strict):
+        print(line)
+    return exit_code(report["targets"], strict)

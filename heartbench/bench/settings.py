@@ -19,6 +19,10 @@ NUM_CLASSES = 100
 # peak. No GPU was available to measure it; --gpu-tflops changes it.
 DEFAULT_GPU_TFLOPS = 200.0
 PRECISIONS = ("fp32", "bf16")
+# Where a report goes by default: an untracked folder (``/runs/`` is git-ignored), so a
+# bench run never replaces the committed, dated reports in bench/ (--update-committed does).
+DEFAULT_OUT = Path("runs") / "bench"
+COMMITTED_OUT = Path(__file__).resolve().parents[2] / "bench"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,9 +40,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="interleaved repetitions per case (default 3)")
     parser.add_argument("--steps", type=int, default=None,
                         help="timed steps per case and repetition (default 1; 2 with --quick)")
-    parser.add_argument("--out", type=Path, default=Path("bench"), metavar="DIR",
+    parser.add_argument("--out", type=Path, default=None, metavar="DIR",
                         help="output folder, created if missing: the report is written to"
-                             " DIR/NAME.json and DIR/NAME.md (default bench/; see --name)")
+                             f" DIR/NAME.json and DIR/NAME.md (default {DEFAULT_OUT}/, not"
+                             " tracked by git; see --name)")
+    parser.add_argument("--update-committed", action="store_true",
+                        help="write the report over the committed one in the checkout's"
+                             " bench/ (bench/NAME.json and .md, the dated reports the docs"
+                             " quote) instead of --out")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit 1 when a speed or memory target is missed (default: 0,"
+                             " since a missed target is slower than the goal, not broken)")
     parser.add_argument("--name", default=None,
                         help="file stem NAME of the report (default: quick, vitb for ViT-B,"
                              " else the backbone)")
@@ -64,6 +76,16 @@ def _pack(k: int) -> int:
     if k < 0 or k == 1:
         raise UserError(f"--pack must be 0 (off) or >= 2 runs, got {k}")
     return k
+
+
+def out_folder(out: Path | None, update_committed: bool) -> Path:
+    """``--out``, or the committed bench/ with ``--update-committed``, or the default."""
+    if update_committed:
+        if out is not None:
+            raise UserError("--out and --update-committed name two places for the report;"
+                            " give one")
+        return COMMITTED_OUT
+    return check_out(DEFAULT_OUT if out is None else out)
 
 
 def check_out(out: Path) -> Path:
@@ -151,7 +173,8 @@ class Settings:
         return cls(backbone_name=backbone, batch=batch, reps=reps, steps=steps,
                    device=_device(args.device), name=name, quick=quick,
                    methods=selected_methods(args.methods), no_peft=bool(args.no_peft),
-                   gpu_tflops=args.gpu_tflops, profile=args.profile, out=check_out(args.out),
+                   gpu_tflops=args.gpu_tflops, profile=args.profile,
+                   out=out_folder(args.out, getattr(args, "update_committed", False)),
                    precisions=precisions, pack=_pack(getattr(args, "pack", 0)))
 
     def log(self, message: str) -> None:

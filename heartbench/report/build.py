@@ -1,4 +1,5 @@
-"""``python -m heartbench tables``: rebuild the paper's tables and figures into ``paper/``.
+"""``python -m heartbench tables``: rebuild the paper's tables and figures into ``paper/``
+(or ``--out DIR``).
 
 Writes ``table<n>.tex`` (reported rows and measured VTAB-1K rows), ``table<n>_<benchmark>.tex``
 (measured rows of a twin benchmark), ``table<n>_diff.tex`` (measured minus reported),
@@ -23,6 +24,7 @@ import argparse
 import os
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,8 +42,10 @@ TEX_PACKAGES_HINT = "apt-get install texlive-latex-base texlive-latex-recommende
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results-dir", default="results", type=Path,
                         help="folder of run records (default: results)")
-    parser.add_argument("--out", default="paper", type=Path,
-                        help="folder to write tables, figures and preview.tex into (default: paper)")
+    parser.add_argument("--out", default="paper", type=Path, metavar="DIR",
+                        help="folder to write the tables, figures, preview.tex and preview.pdf"
+                             " into (default: paper/, the committed tables: a build there"
+                             " replaces them; give another folder to leave paper/ alone)")
     parser.add_argument("--source", choices=SOURCES, default="both",
                         help="rows from the paper (reported), from records (measured) or both")
     parser.add_argument("--baselines", type=Path, default=None,
@@ -121,7 +125,7 @@ def build(results_dir: Path, out: Path, source: str = "both", baselines_dir: Pat
     except OSError as err:
         raise UserError(f"output directory {out} cannot be created ({err.strerror})") from None
 
-    for line in select.unplaced(records):
+    for line in select.unplaced(records, str(results_dir)):
         result.messages.append(f"in no table: {line}")
     from heartbench.report.stats import rows_without_common_seed
 
@@ -197,26 +201,43 @@ def _compile(out: Path, mode: str, result: BuildResult) -> None:
         else:
             result.messages.append(message)
         return
-    # Fixed dates make the PDF reproducible too.
+    # Fixed dates make the PDF reproducible too. pdflatex writes its .aux and .log into a
+    # hidden folder that is removed afterwards: only preview.pdf lands in ``out`` (and, when
+    # it fails, preview.log, which the error names).
     env = {**os.environ, "SOURCE_DATE_EPOCH": "0", "FORCE_SOURCE_DATE": "1"}
+    work = Path(tempfile.mkdtemp(prefix=".pdflatex-", dir=out))
+    try:
+        _run_pdflatex(exe, out, work, env, result)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run_pdflatex(exe: str, out: Path, work: Path, env: dict[str, str],
+                  result: BuildResult) -> None:
     try:
         proc = subprocess.run(
-            [exe, "-interaction=nonstopmode", "-halt-on-error", "-no-shell-escape", "preview.tex"],
+            [exe, "-interaction=nonstopmode", "-halt-on-error", "-no-shell-escape",
+             f"-output-directory={work}", "preview.tex"],
             cwd=out, env=env, capture_output=True, text=True, timeout=300, errors="replace")
     except subprocess.TimeoutExpired:
         result.pdf_error = f"pdflatex timed out on {out / 'preview.tex'}"
         return
-    if proc.returncode != 0:
+    if proc.returncode != 0 or not (work / "preview.pdf").is_file():
         errors = [line for line in proc.stdout.splitlines() if line.startswith("!")]
+        if (work / "preview.log").is_file():
+            os.replace(work / "preview.log", out / "preview.log")
         result.pdf_error = (f"pdflatex failed on {out / 'preview.tex'}: "
                             f"{errors[0] if errors else 'exit code ' + str(proc.returncode)} "
                             f"(see {out / 'preview.log'})")
         return
+    os.replace(work / "preview.pdf", out / "preview.pdf")
     result.pdf = out / "preview.pdf"
 
 
 def main(args: argparse.Namespace) -> int:
-    names = tuple(b.strip() for b in args.benchmarks.split(",") if b.strip())
+    from heartbench.options import benchmark_name
+
+    names = tuple(benchmark_name(b.strip()) for b in args.benchmarks.split(",") if b.strip())
     print(f"tables: reading the records under {args.results_dir}, writing"
           f" {'tables' if args.no_figures else 'tables and figures'} to {args.out}", flush=True)
     result = build(args.results_dir, args.out, source=args.source, baselines_dir=args.baselines,

@@ -320,7 +320,8 @@ def check_paper(results_dir: Path, baselines: Path | None, paper: Path | None,
     return section
 
 
-def check_measured(records: list[dict], reported: Any, tolerance: float) -> tuple[list[str], bool]:
+def check_measured(records: list[dict], reported: Any, tolerance: float,
+                   results_dir: str | Path = "results") -> tuple[list[str], bool]:
     from heartbench.report import select, stats
 
     blocks = stats.build_blocks(records, reported)
@@ -340,7 +341,7 @@ def check_measured(records: list[dict], reported: Any, tolerance: float) -> tupl
     if fewshot:
         lines.append(f"  not compared: {fewshot} few-shot record(s): the paper prints them only "
                      "as Figure 2")
-    for line in select.unplaced(records):
+    for line in select.unplaced(records, str(results_dir)):
         lines.append(f"  not compared: in no table: {line}")
     for line in stats.rows_without_common_seed(records):
         lines.append(f"  not compared: {line}")
@@ -580,7 +581,7 @@ def main(args: argparse.Namespace) -> int:
     sections.append(Section("reported", ok=ok_reported))
     paths = dict(zip(map(id, recordset.records), recordset.paths, strict=False))
     run("paper-text", lambda: check_paper_text(reported, args.paper_text))
-    run("measured", lambda: _measured(records, reported, args.tolerance))
+    run("measured", lambda: _measured(records, reported, args.tolerance, args.results_dir))
     run("run-ids", lambda: check_run_ids(recordset.records, paths))
     run("summary", lambda: check_summary(records, args.results_dir, summary_path))
     run("records", lambda: _unreadable(recordset))
@@ -601,8 +602,9 @@ def main(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _measured(records: list[dict], reported: Any, tolerance: float) -> Section:
-    lines, ok = check_measured(records, reported, tolerance)
+def _measured(records: list[dict], reported: Any, tolerance: float,
+              results_dir: str | Path) -> Section:
+    lines, ok = check_measured(records, reported, tolerance, results_dir)
     lines[0] = lines[0].replace("(b) measured vs reported", "(measured) records vs reported", 1)
     return Section("measured", lines, ok)
 

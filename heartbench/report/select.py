@@ -266,11 +266,31 @@ def select_cell(records: list[dict], seeds: frozenset | None = None) -> Cell | N
     )
 
 
-def unplaced(records: list[dict]) -> list[str]:
-    """Labels of done VTAB-style records that feed no table, one line each."""
-    counts: dict[tuple[str, str, str], int] = defaultdict(int)
+def _outside_paper_ne(record: dict) -> bool:
+    return heart_key(record) is not None and not is_swin(record) \
+        and ne_of(record) not in (None, *PAPER_NE)
+
+
+def unplaced(records: list[dict], results_dir: str = "results") -> list[str]:
+    """Done VTAB-style records that feed no table, one line per label: why, and how to show
+    them (the ne sweep: its figures; another variant: the records' frame, or a new table)."""
+    groups: dict[tuple[str, str, str, bool], list[dict]] = defaultdict(list)
     for r in records:
         if r.get("status") == "done" and is_vtab_like(r) and not tables_for(r):
-            counts[(r["benchmark"], r["label"], row_key(r))] += 1
-    return [f"{b}: {label} ({key}, {n} record{'s' if n != 1 else ''})"
-            for (b, label, key), n in sorted(counts.items())]
+            groups[(r["benchmark"], r["label"], row_key(r), _outside_paper_ne(r))].append(r)
+    lines = []
+    for (bench, label, key, sweep), group in sorted(groups.items()):
+        n = len(group)
+        suites = ", ".join(sorted({str(r.get("suite")) for r in group}))
+        head = f"{bench}: {label} ({key}, {n} record{'s' if n != 1 else ''} of suite {suites})"
+        if sweep:
+            values = ", ".join(str(v) for v in sorted({ne_of(r) for r in group}))
+            lines.append(f"{head}: ne = {values} lies outside the paper's search space"
+                         f" {{{', '.join(map(str, PAPER_NE))}}}; these runs are the ne sweep,"
+                         f" plotted in fig4_{bench} and fig8_{bench}")
+        else:
+            lines.append(f"{head}: no table has a row for {key!r}, a variant of its own; to"
+                         f" see them: load_records({str(results_dir)!r}).frame.query("
+                         f"\"label == {label!r}\") (heartbench.results, docs/records.md); to"
+                         " give them a table: docs/adding-a-table.md")
+    return lines
