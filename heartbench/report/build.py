@@ -202,10 +202,11 @@ def _compile(out: Path, mode: str, result: BuildResult) -> None:
             result.messages.append(message)
         return
     # Fixed dates make the PDF reproducible too. pdflatex writes its .aux and .log into a
-    # hidden folder that is removed afterwards: only preview.pdf lands in ``out`` (and, when
-    # it fails, preview.log, which the error names).
+    # temporary folder that is removed afterwards: only preview.pdf lands in ``out`` (and, when
+    # it fails, preview.log, which the error names). Not a hidden folder inside ``out``: TeX's
+    # default openout_any = p refuses to write into a path with a dot-component.
     env = {**os.environ, "SOURCE_DATE_EPOCH": "0", "FORCE_SOURCE_DATE": "1"}
-    work = Path(tempfile.mkdtemp(prefix=".pdflatex-", dir=out))
+    work = Path(tempfile.mkdtemp(prefix="heartbench-pdflatex-"))
     try:
         _run_pdflatex(exe, out, work, env, result)
     finally:
