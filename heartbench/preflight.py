@@ -201,17 +201,19 @@ def check_data(pf: Preflight) -> list[Problem]:
     own = {r.task for r in pf.runs if getattr(r, "custom_task", None)}
     problems: list[Problem] = []
     if _writable_benchmark(suite.benchmark):
+        broken = []
         for task in tasks:
             folder = Path(suite.data_root) / task
             if task in own or folder.is_dir():
                 continue
             if folder.is_symlink() or folder.exists():  # a dangling link, a loop, a file
+                broken.append(task)
                 problems.append(Problem("data", f"{suite.benchmark} task folder {folder}"
                                         f" {what_is(folder)}; expected a folder, or nothing"
                                         " (it is then written)"))
             else:
                 pf.to_write.append(task)
-        tasks = [t for t in tasks if t not in pf.to_write]
+        tasks = [t for t in tasks if t not in pf.to_write and t not in broken]
     if not tasks:
         return problems
     if not Path(suite.data_root).is_dir():  # one line for the whole root

@@ -425,7 +425,7 @@ def test_check_results_dir_that_is_a_file(tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "results.json"
     path.write_text("{}")
-    refused(capsys, ["check", "--results-dir", str(path), "--summary", "none"], str(path),
+    refused(capsys, ["check", "--results-dir", str(path), "--skip", "summary"], str(path),
             "is a file")
 
 
