@@ -213,7 +213,8 @@ def test_images(record: dict, size: int, indices: list[int]) -> Any:
     import torch
 
     from heartbench.data.twin import ensure_twin_task
-    from heartbench.train import make_dataset, spec_from_record
+    from heartbench.rerun import spec_from_record
+    from heartbench.train import make_dataset
 
     root = record.get("data_root")
     if root and not (Path(root) / record["task"]).is_dir() and ensure_twin_task(

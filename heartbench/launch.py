@@ -72,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from heartbench import preflight, slurm
+    from heartbench import plan, preflight, slurm
     from heartbench.content import with_content
     from heartbench.preflight import check_writable
     from heartbench.suite import load_suite
@@ -87,7 +87,7 @@ def main(args: argparse.Namespace) -> int:
                              args.executor or suite.launcher["executor"], resolve_executor,
                              args.jobs, args.verify_deep)
     if args.dry_run:
-        return dry_run(pf, time.time() - started)
+        return plan.dry_run(pf, time.time() - started)
     executor = preflight.ready(pf)
     args.jobs = args.jobs or int(suite.launcher.get("jobs", 1))
     runs = with_content(suite, runs)  # data fingerprint and weights hash, for is_done
@@ -137,21 +137,6 @@ def _say_plugin_changes(results_dir: Path, todo: list[Any]) -> None:
             print(f"{run.run_id} ({run.task}, {run.label}): {why}; running it")
 
 
-def dry_run(pf: Any, seconds: float) -> int:
-    """The plan, then every problem that would stop ``run`` (exit 2), else 0. Writes
-    nothing: missing twin data is only announced."""
-    from heartbench import preflight
-
-    problems = preflight.collect(pf)
-    if pf.to_write:
-        print(f"note: {pf.suite.benchmark} tasks {', '.join(pf.to_write)} are not in"
-              f" {pf.suite.data_root} yet: `run` writes them first")
-    print_plan(pf.suite, pf.runs, seconds)
-    if problems:
-        raise preflight.problems_error(problems, dry_run=True)
-    return 0
-
-
 def resolve_executor(name: str) -> str:
     """``auto``: slurm when a controller answers, local when there is no Slurm at all."""
     import shutil
@@ -170,30 +155,6 @@ def resolve_executor(name: str) -> str:
         raise UserError(f"executor {name}: no Slurm controller answers ({problem}); start it,"
                         " or pass --executor local")
     return "slurm"
-
-
-def print_plan(suite: Any, runs: list[Any], seconds: float) -> None:
-    for run in runs:
-        print(run.describe())
-    tasks = len({r.task for r in runs})
-    labels = len({r.label for r in runs})
-    epochs = sum(r.train["epochs"] * phases(r) for r in runs)
-    searched = sum(phases(r) - 1 for r in runs)
-    from heartbench.suite import FEWSHOT_BENCHMARKS
-
-    where = ("the k-shot train set, scored on val" if suite.benchmark in FEWSHOT_BENCHMARKS
-             else "train800, scored on val200")
-    search = f", plus {searched} search trainings (each grid point on {where})" if searched else ""
-    protocols = ", ".join(sorted({r.eval_protocol for r in runs} or {suite.eval_protocol}))
-    print(f"plan: {len(runs)} runs ({tasks} tasks x {labels} methods/variants, grids and seeds"
-          f" expanded){search}, {epochs} training epochs in all; suite {suite.name}, benchmark"
-          f" {suite.benchmark}, eval protocol {protocols}; planned in {seconds:.2f} s")
-
-
-def phases(run: Any) -> int:
-    """Trainings one run does: 1, or under eval_protocol "val" one per searched grid point
-    and the final one (heartbench.train.select_on_val)."""
-    return 1 + run.searched
 
 
 # ---------------------------------------------------------------------------

@@ -53,6 +53,7 @@ from torch.nn import functional as F
 
 from heartbench import schedule
 from heartbench.adapters.base import AdaptedLinear, Delta, _AddToSlice
+from heartbench.results import checkpoint_path
 from heartbench.suite import RunSpec
 
 # Train keys that may differ inside a pack: each run has its own optimiser and schedule.
@@ -504,29 +505,23 @@ def _evaluate(packed: nn.Module, live: list[Run], state: PackState, device: torc
 # ---------------------------------------------------------------------------
 # Records and dispatch
 # ---------------------------------------------------------------------------
-def checkpoint_path(results_dir: str | Path, spec: RunSpec) -> Path:
-    """Where ``train.execute`` keeps this run's final-phase checkpoint (the same file)."""
-    from heartbench.results import record_path
-
-    return record_path(results_dir, spec.suite, spec.run_id).parent / f"{spec.run_id}.final.ckpt"
-
-
 def execute_pack(specs: list[RunSpec], results_dir: str | Path, progress: bool = False
                  ) -> list[dict[str, Any]]:
     """Train ``specs`` as one pack and write each run's record; unpackable runs run alone."""
-    from heartbench.train import execute, log, peak_rss_bytes, reset_peak_rss
+    from heartbench.provenance import peak_rss_bytes, reset_peak_rss
+    from heartbench.train import execute, log
 
     started = time.time()
     reset_peak_rss()
     for spec in specs:
-        checkpoint_path(results_dir, spec).parent.mkdir(parents=True, exist_ok=True)
+        checkpoint_path(results_dir, spec.suite, spec.run_id).parent.mkdir(parents=True, exist_ok=True)
     if len(specs) < 2:  # e.g. the other runs of its pack are done already (a resume)
         return [execute(spec, results_dir, progress) for spec in specs]
     try:
         if len({pack_key(s) for s in specs}) != 1 or pack_key(specs[0]) is None:
             raise NotPackable("the runs differ in task, method, backbone or schedule")
         log(f"pack of {len(specs)}: {', '.join(s.run_id for s in specs)}")
-        runs = train_pack(specs, [checkpoint_path(results_dir, s) for s in specs])
+        runs = train_pack(specs, [checkpoint_path(results_dir, s.suite, s.run_id) for s in specs])
     except NotPackable as why:
         log(f"not packing {', '.join(s.run_id for s in specs)}: {why}; running them one by one")
         return [execute(spec, results_dir, progress) for spec in specs]

@@ -62,6 +62,12 @@ def record_path(results_dir: str | Path, suite: str, run_id: str) -> Path:
     return Path(results_dir) / _check_name("suite", suite) / f"{_check_name('run_id', run_id)}.json"
 
 
+def checkpoint_path(results_dir: str | Path, suite: str, run_id: str) -> Path:
+    """Where ``train.execute`` (and a pack, ``pack.execute_pack``) keeps the run's final-phase
+    checkpoint while it trains: beside its record."""
+    return record_path(results_dir, suite, run_id).parent / f"{run_id}.final.ckpt"
+
+
 def _jsonable(value: Any) -> Any:
     """numpy scalars and arrays (and anything with .item/.tolist) as plain JSON values."""
     if hasattr(value, "tolist"):

@@ -18,7 +18,12 @@ Legacy: records stored before ``warmup_per_step`` existed stepped per epoch
 
 from __future__ import annotations
 
+import itertools
+import json
+from pathlib import Path
 from typing import Any
+
+from heartbench.errors import UserError
 
 # Train keys added after records were stored, with the value that gives the old behaviour.
 LEGACY_TRAIN: dict[str, Any] = {"warmup_per_step": False, "schedule_step": "next_epoch"}
@@ -94,3 +99,76 @@ def planned_lrs(train: dict[str, Any], steps: int, count: int, base_lr: float | 
             after_step(scheduler, train, epoch, index, steps)
         after_epoch(scheduler, train, epoch)
     return lrs
+
+
+# ---------------------------------------------------------------------------
+# Checks at planning time (suite.load_suite): a method's schedule needs, before any job
+# ---------------------------------------------------------------------------
+def check_method_schedule(path: Path, where: str, name: str, config: dict[str, Any],
+                    search: dict[str, list[Any]], train: dict[str, Any]) -> None:
+    """A method's own schedule check (e.g. Heart-LoRA needs a warm-up epoch to score heads),
+    for the config and every point it will search: at load time, not in a worker."""
+    from heartbench.adapters import create_method
+
+    points = [dict(zip(search, combo)) for combo in itertools.product(*search.values())]
+    for point in points or [{}]:
+        method = create_method(name, {**config, **point})
+        check = getattr(method, "check_schedule", None)
+        if check is None:
+            return
+        try:
+            check(train["epochs"], train["warmup_epochs"])
+        except UserError as err:
+            raise UserError(f"{path}: {where}: {name}: {err}") from None
+
+
+# Training images per split where a benchmark fixes them (VTAB-1K and its twin: train800val200,
+# train800 for a val search); few-shot: shots x classes; synth: not planned (a code check).
+VTAB_TRAIN_IMAGES = {"train": 1000, "search_train": 800}
+
+
+def planned_steps(spec: Any, split: str) -> int | None:
+    """Optimiser steps per epoch of ``spec`` on ``split`` ('train' or 'search_train'), or None
+    where the benchmark does not fix its training-set size."""
+    if spec.shots is not None:
+        images = spec.shots * spec.num_classes
+    elif spec.benchmark in ("vtab1k", "vtab_mini"):
+        images = VTAB_TRAIN_IMAGES[split]
+    else:
+        return None
+    t = spec.train
+    return steps_per_epoch(images, t["batch_size"], t["max_train_batches"])
+
+
+# Benchmarks whose runs must train a method before it reads what it needs (the CPU twins,
+# whose short schedules made this go wrong); paper-scale suites follow the paper's schedule,
+# under which Heart-LoRA's scores come after 10 warm-up epochs.
+CHECKED_WARMUP_BENCHMARKS: tuple[str, ...] = ("vtab_mini", "fewshot_mini")
+
+
+def check_warmup(path: Path, where: str, spec: Any) -> None:
+    """A method's check that its schedule trains before it reads what it needs (Heart-LoRA:
+    the adapters train before the heads are scored), for every training the run does."""
+    from heartbench.adapters import create_method
+
+    if spec.benchmark not in CHECKED_WARMUP_BENCHMARKS:
+        return
+    splits = ["train"] + (["search_train"] if spec.search else [])
+    points = [dict(zip(spec.search, combo)) for combo in itertools.product(*spec.search.values())]
+    for split, point in itertools.product(splits, points or [{}]):
+        steps = planned_steps(spec, split)
+        config = {**spec.method_config, **point}
+        key = json.dumps([spec.method, config, spec.train, steps], sort_keys=True, default=str)
+        if steps is None or key in _WARMUP_CHECKED:
+            continue
+        check = getattr(create_method(spec.method, config), "check_warmup", None)
+        try:
+            if check is not None:
+                check(spec.train, steps)
+        except UserError as err:
+            raise UserError(f"{path}: {where}: {spec.method} on {spec.task}"
+                            f"{f' ({spec.shots} shots)' if spec.shots else ''}: {err}") from None
+        _WARMUP_CHECKED.add(key)
+
+
+_WARMUP_CHECKED: set[str] = set()  # checks passed (method, config, train, steps): asked once

@@ -47,7 +47,7 @@ import tomllib
 
 from heartbench.errors import UserError, closest, one_of, what_is
 from heartbench.schedule import LEGACY_TRAIN as LEGACY_SCHEDULE
-from heartbench.schedule import steps_per_epoch
+from heartbench.schedule import check_method_schedule, check_warmup
 
 EVAL_PROTOCOLS = ("last", "val", "best_of_test")
 EXECUTORS = ("auto", "local", "debug", "slurm")
@@ -89,7 +89,7 @@ FEWSHOT_TRAIN_DEFAULTS = {"lr": 5e-3, "normalize": True, **FEWSHOT_RECIPE}
 NON_RESULT_TRAIN_KEYS = ("num_workers", "device")
 # Train keys added after the committed records, with the value that reproduces them:
 # precision (fp32 before the key) and the schedule's keys (schedule.LEGACY_TRAIN). A record
-# that lacks one is completed with it (train.spec_from_record), and a run's identity leaves
+# that lacks one is completed with it (rerun.spec_from_record), and a run's identity leaves
 # the key out while it holds that value, so suites that set it keep their run ids. Few-shot
 # records from before NOAH's recipe keys had ColorJitter 0.4, no erasing, no Mixup/CutMix
 # and plain cross-entropy.
@@ -337,7 +337,7 @@ def _build(path: Path, raw: dict[str, Any], data_root: str | None) -> Suite:
             info = tasks_info[task]
             for config, grid, search in _expand(path, where, entry, benchmark, task,
                                                 method_protocol, heads):
-                _check_schedule(path, where, entry["name"], config, search, method_train)
+                check_method_schedule(path, where, entry["name"], config, search, method_train)
                 for seed, k in itertools.product(method_seeds, shots):
                     spec = RunSpec(
                         suite=suite.name, benchmark=benchmark, data_root=root, task=task,
@@ -348,7 +348,7 @@ def _build(path: Path, raw: dict[str, Any], data_root: str | None) -> Suite:
                         keep_adapter=entry.get("keep_adapter", True),
                         plugin=_plugin_dict(plugin_of(entry["name"])),
                         custom_task=custom.get(task))
-                    _check_warmup(path, where, spec)
+                    check_warmup(path, where, spec)
                     suite.runs.append(_with_id(spec))
     _check_duplicates(path, suite.runs)
     return suite
@@ -418,76 +418,6 @@ def activate(spec: Any) -> None:
     custom = get("custom_task")
     if custom:
         declare_task(get("benchmark"), get("task"), **custom)
-
-
-def _check_schedule(path: Path, where: str, name: str, config: dict[str, Any],
-                    search: dict[str, list[Any]], train: dict[str, Any]) -> None:
-    """A method's own schedule check (e.g. Heart-LoRA needs a warm-up epoch to score heads),
-    for the config and every point it will search: at load time, not in a worker."""
-    from heartbench.adapters import create_method
-
-    points = [dict(zip(search, combo)) for combo in itertools.product(*search.values())]
-    for point in points or [{}]:
-        method = create_method(name, {**config, **point})
-        check = getattr(method, "check_schedule", None)
-        if check is None:
-            return
-        try:
-            check(train["epochs"], train["warmup_epochs"])
-        except UserError as err:
-            raise UserError(f"{path}: {where}: {name}: {err}") from None
-
-
-# Training images per split where a benchmark fixes them (VTAB-1K and its twin: train800val200,
-# train800 for a val search); few-shot: shots x classes; synth: not planned (a code check).
-VTAB_TRAIN_IMAGES = {"train": 1000, "search_train": 800}
-
-
-def planned_steps(spec: RunSpec, split: str) -> int | None:
-    """Optimiser steps per epoch of ``spec`` on ``split`` ('train' or 'search_train'), or None
-    where the benchmark does not fix its training-set size."""
-    if spec.shots is not None:
-        images = spec.shots * spec.num_classes
-    elif spec.benchmark in ("vtab1k", "vtab_mini"):
-        images = VTAB_TRAIN_IMAGES[split]
-    else:
-        return None
-    t = spec.train
-    return steps_per_epoch(images, t["batch_size"], t["max_train_batches"])
-
-
-# Benchmarks whose runs must train a method before it reads what it needs (the CPU twins,
-# whose short schedules made this go wrong); paper-scale suites follow the paper's schedule,
-# under which Heart-LoRA's scores come after 10 warm-up epochs.
-CHECKED_WARMUP_BENCHMARKS: tuple[str, ...] = ("vtab_mini", "fewshot_mini")
-
-
-def _check_warmup(path: Path, where: str, spec: RunSpec) -> None:
-    """A method's check that its schedule trains before it reads what it needs (Heart-LoRA:
-    the adapters train before the heads are scored), for every training the run does."""
-    from heartbench.adapters import create_method
-
-    if spec.benchmark not in CHECKED_WARMUP_BENCHMARKS:
-        return
-    splits = ["train"] + (["search_train"] if spec.search else [])
-    points = [dict(zip(spec.search, combo)) for combo in itertools.product(*spec.search.values())]
-    for split, point in itertools.product(splits, points or [{}]):
-        steps = planned_steps(spec, split)
-        config = {**spec.method_config, **point}
-        key = json.dumps([spec.method, config, spec.train, steps], sort_keys=True, default=str)
-        if steps is None or key in _WARMUP_CHECKED:
-            continue
-        check = getattr(create_method(spec.method, config), "check_warmup", None)
-        try:
-            if check is not None:
-                check(spec.train, steps)
-        except UserError as err:
-            raise UserError(f"{path}: {where}: {spec.method} on {spec.task}"
-                            f"{f' ({spec.shots} shots)' if spec.shots else ''}: {err}") from None
-        _WARMUP_CHECKED.add(key)
-
-
-_WARMUP_CHECKED: set[str] = set()  # checks passed (method, config, train, steps): asked once
 
 
 def _task(path: Path, where: str, benchmark: str, name: Any, resolve: Any) -> Any:

@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import itertools
 import os
-import platform
 import random
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -40,13 +38,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-import heartbench
-from heartbench import schedule
+from heartbench import provenance, schedule
 from heartbench.adapters import create_method, save_adapter
 from heartbench.adapters.base import Method
 from heartbench.backbones import Backbone, build_backbone
 from heartbench.errors import UserError
-from heartbench.suite import LEGACY_FEWSHOT_TRAIN, LEGACY_TRAIN, RunSpec
+from heartbench.suite import RunSpec
 
 T = TypeVar("T")
 VTAB_SPLITS = {"train": "train800val200", "search_train": "train800", "search_val": "val200",
@@ -410,16 +407,16 @@ def execute(spec: RunSpec, results_dir: str | Path, progress: bool = False,
     ``phase`` stands in for the final ``train_phase`` and ``extra`` is merged into the
     record last: a packed run (heartbench/pack.py) has trained already and says so.
     """
-    from heartbench.results import adapter_facts, record_path, write_record
+    from heartbench.results import adapter_facts, checkpoint_path, record_path, write_record
 
     started = time.time()
     out_dir = record_path(results_dir, spec.suite, spec.run_id).parent
     out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = out_dir / f"{spec.run_id}.final.ckpt"
+    ckpt = checkpoint_path(results_dir, spec.suite, spec.run_id)
     # One line per execution in the job's log: what ran where, and how often.
     log(f"run {spec.run_id}: training {spec.task} {spec.label} seed {spec.seed} (pid {os.getpid()})")
     record = base_record(spec)
-    reset_peak_rss()
+    provenance.reset_peak_rss()
     try:
         config, selection = spec.method_config, None
         if spec.eval_protocol == "val":
@@ -456,7 +453,7 @@ def execute(spec: RunSpec, results_dir: str | Path, progress: bool = False,
                  **(adapter_facts(adapter_file) | {"file": adapter_file.name} if spec.keep_adapter
                     else {"file": None, "kept": False})},  # kept false: suite keep_adapter
         device=result["device"], wall_time_s=round(time.time() - started, 3),
-        peak_rss_bytes=peak_rss_bytes(), **method.record_extras())
+        peak_rss_bytes=provenance.peak_rss_bytes(), **method.record_extras())
     record.update(extra or {})
     record_file = record_path(results_dir, spec.suite, spec.run_id)
     guarded_write(record_file, lambda: write_record(results_dir, record, overwrite=True))
@@ -506,34 +503,6 @@ def guarded_write(path: Path, write: Callable[[], T]) -> T:
         raise
 
 
-def reset_peak_rss() -> None:
-    """Start this process's peak-RSS count afresh (Linux: clear_refs 5), if the OS lets us."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-
-
-def peak_rss_bytes() -> int | None:
-    """Peak resident memory of this process since :func:`reset_peak_rss` (Linux VmHWM), else
-    over its whole life (getrusage); DataLoader worker processes are not included."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        import resource
-
-        scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
-        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale
-    except (ImportError, OSError):
-        return None
-
-
 def select_on_val(spec: RunSpec, out_dir: Path, progress: bool
                   ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train each grid point on train800, keep the best on val200 (first wins ties)."""
@@ -567,103 +536,12 @@ def base_record(spec: RunSpec) -> dict[str, Any]:
         "wall_time_s": None, "device": None,
         # CPU float reductions depend on the thread count: rerun_record restores it.
         "threads": torch.get_num_threads(),
-        "cpu": cpu_info(),  # the kernels' instruction set: a re-run elsewhere may differ
+        "cpu": provenance.cpu_info(),  # the kernels' instruction set: a re-run elsewhere may differ
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": versions(), "git_commit": git_commit(),
+        "versions": provenance.versions(), "git_commit": provenance.git_commit(),
         # Data fingerprint and weights sha256: a changed copy reruns (heartbench/content.py).
         "content": spec.content or None,
         # Only plugin methods and suite-declared tasks have these: where they come from.
         **({"plugin": spec.plugin} if spec.plugin else {}),
         **({"custom_task": spec.custom_task} if spec.custom_task else {}),
     }
-
-
-def versions() -> dict[str, str]:
-    import timm
-
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "timm": timm.__version__, "heartbench": heartbench.__version__,
-            "numpy": np.__version__}
-
-
-def git_commit() -> str | None:
-    """The commit of the heartbench checkout (with '+dirty' if it has local changes)."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                              text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=root, capture_output=True, text=True, timeout=10).stdout
-        return head + ("+dirty" if dirty.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def spec_from_record(record: dict[str, Any]) -> RunSpec:
-    """The record's run, its method config and train keys (suite.LEGACY_TRAIN, few-shot:
-    LEGACY_FEWSHOT_TRAIN) completed with the legacy values of keys added after it was
-    stored (adapters.base.complete_stored_config)."""
-    from heartbench.adapters.base import complete_stored_config
-    from heartbench.suite import activate
-
-    activate(record)  # its plugin (unchanged since it ran) and its custom task, first
-    fields = RunSpec.__dataclass_fields__
-    values = {k: record[k] for k in fields if k in record}
-    values["method_config"] = complete_stored_config(record["method"],
-                                                     record.get("method_config") or {})
-    values["train"] = {**LEGACY_TRAIN, **record["train"]}
-    if record.get("shots") is not None:
-        values["train"] = {**LEGACY_FEWSHOT_TRAIN, **values["train"]}
-    return RunSpec(**values)
-
-
-# Searched keys (RunSpec.search) of records stored before ``searched_from``: the run's own
-# value of the key before the search replaced it with the chosen one (the config default then).
-LEGACY_SEARCHED_FROM: dict[str, dict[str, Any]] = {"heart_lora": {"ne": 3}}
-
-
-def record_identity(record: dict[str, Any]) -> dict[str, Any]:
-    """The identity (RunSpec.identity) the record's run_id was hashed from: its stored
-    settings completed as :func:`spec_from_record` does, with each searched key back at the
-    value it had before the search stored the chosen one (``searched_from``)."""
-    spec = spec_from_record(record)
-    if spec.search:
-        before = record.get("searched_from")
-        if before is None:
-            legacy = LEGACY_SEARCHED_FROM.get(record["method"], {})
-            before = {k: legacy[k] for k in spec.search if k in legacy}
-        spec = RunSpec(**{**spec.to_dict(), "method_config": {**spec.method_config, **before}})
-    return spec.identity()
-
-
-def cpu_info() -> dict[str, Any]:
-    """What CPU float kernels depend on: torch's dispatch level (AVX2, AVX512, ...), the
-    machine and its model name. Stored in every record; ``check --reproduce`` compares it."""
-    model = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        model = platform.processor() or None
-    return {"capability": torch.backends.cpu.get_cpu_capability(),
-            "machine": platform.machine(), "model": model}
-
-
-def rerun_record(record: dict[str, Any], data_root: str | None = None,
-                 progress: bool = False) -> float:
-    """Train the run of ``record`` again (no files written) and return its test accuracy
-    (``progress``: an epoch bar on a terminal)."""
-    spec = spec_from_record(record)
-    if data_root is not None:
-        spec = RunSpec(**{**spec.to_dict(), "data_root": data_root})
-    config = spec.method_config
-    threads, before = record.get("threads"), torch.get_num_threads()
-    if threads:  # records from before this field ran with torch's default on 2 cores
-        torch.set_num_threads(int(threads))
-    try:
-        result = train_phase(spec, config, "train", "test", ckpt=None, progress=progress)
-    finally:
-        torch.set_num_threads(before)
-    return round(result["acc"], 4)

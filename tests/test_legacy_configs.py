@@ -13,7 +13,8 @@ from torch.nn import functional as F
 from heartbench.adapters import create_method, load_adapter, save_adapter
 from heartbench.adapters.base import METHODS, complete_stored_config, get_method_class
 from heartbench.adapters.quant import pack_matrix, quantize_ste, unpack_matrix
-from heartbench.train import LEGACY_FEWSHOT_TRAIN, spec_from_record
+from heartbench.rerun import spec_from_record
+from heartbench.suite import LEGACY_FEWSHOT_TRAIN
 
 Q1 = NormalDist().inv_cdf(0.75)  # the 1-bit level
 get_method_class("lora")  # fills METHODS

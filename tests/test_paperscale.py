@@ -192,7 +192,7 @@ def test_record_stores_peak_rss_and_precision(record):
 def test_peak_rss_sees_a_large_allocation():
     import mmap
 
-    from heartbench.train import peak_rss_bytes, reset_peak_rss
+    from heartbench.provenance import peak_rss_bytes, reset_peak_rss
 
     # Fresh anonymous pages: an allocator may hand back memory that a freed tensor left
     # resident (late in a long pytest session it did), which would not raise the peak.

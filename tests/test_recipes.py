@@ -207,8 +207,8 @@ def test_committed_records_keep_their_run_ids_under_the_new_keys() -> None:
     defaults change no old run's identity. (The twin suites themselves moved on to the per-step
     warm-up of issue 25, so their plans are new runs; `check`'s run-ids section does the same
     recomputation for every record.)"""
+    from heartbench.rerun import spec_from_record
     from heartbench.suite import run_id_of
-    from heartbench.train import spec_from_record
 
     paths = sorted((ROOT / "results").glob("*/*.json"))
     assert paths, "no committed records"
@@ -226,7 +226,7 @@ def test_committed_records_keep_their_run_ids_under_the_new_keys() -> None:
 
 
 def test_old_records_complete_to_their_recipe() -> None:
-    from heartbench.train import spec_from_record
+    from heartbench.rerun import spec_from_record
 
     record = {"suite": "s", "benchmark": "vtab_mini", "data_root": "d", "task": "t",
               "group": None, "num_classes": 3, "shots": None, "method": "vpt_deep",

@@ -104,11 +104,20 @@ MEASURED_ONLY = ("--skip", "paper-text,run-ids,summary,paper")
 
 
 def fake_train(rerun) -> types.ModuleType:
-    """A stand-in for heartbench.train (no torch): ``rerun`` as rerun_record."""
+    """A stand-in for heartbench.train and heartbench.rerun (no torch): ``rerun`` as
+    rerun_record (see :func:`use_fake`)."""
     fake = types.ModuleType("heartbench.train")
     fake.rerun_record = rerun
     fake.cpu_info = lambda: {"capability": "AVX2", "machine": "x86_64", "model": "test"}
     return fake
+
+
+def use_fake(monkeypatch, fake: types.ModuleType) -> None:
+    """check imports rerun_record from heartbench.rerun and cpu_info from
+    heartbench.provenance."""
+    monkeypatch.setitem(sys.modules, "heartbench.train", fake)
+    monkeypatch.setitem(sys.modules, "heartbench.rerun", fake)
+    monkeypatch.setitem(sys.modules, "heartbench.provenance", fake)
 
 
 def write_all(directory: Path, records: list[dict]) -> Path:
@@ -541,7 +550,7 @@ def test_reproduce_calls_rerun_record(tmp_path, capsys, monkeypatch):
         calls.append(record["run_id"])
         return 61.25 if record["task"] != "retina" else 61.26
 
-    monkeypatch.setitem(sys.modules, "heartbench.train", fake_train(rerun_record))
+    use_fake(monkeypatch, fake_train(rerun_record))
     args = parse_args(check, "--results-dir", str(results), "--reproduce", "3", "--seed", "1",
                       *MEASURED_ONLY)
     code = check.main(args)
@@ -562,7 +571,7 @@ def test_check_prints_each_section_before_a_rerun_and_never_reruns_smoke(tmp_pat
     results = write_all(tmp_path / "res", records)
     seen = []
     fake = fake_train(lambda r, progress=False: seen.append((r["task"], capsys.readouterr().out)) or 50.0)
-    monkeypatch.setitem(sys.modules, "heartbench.train", fake)
+    use_fake(monkeypatch, fake)
     assert check.main(parse_args(check, "--results-dir", str(results), "--reproduce", "5",
                                  *MEASURED_ONLY)) == 0
     ((task, before),) = seen
@@ -580,7 +589,7 @@ def test_reproduce_writes_missing_twin_data_first(tmp_path, capsys, monkeypatch)
     monkeypatch.setattr(twin, "ensure_twin_task",
                         lambda b, root, task: order.append(("ensure", b, root, task)) or True)
     fake = fake_train(lambda r, progress=False: order.append(("rerun", r["task"])) or 50.0)
-    monkeypatch.setitem(sys.modules, "heartbench.train", fake)
+    use_fake(monkeypatch, fake)
     assert check.main(parse_args(check, "--results-dir", str(results), *MEASURED_ONLY)) == 0
     assert order == [("ensure", "vtab_mini", str(tmp_path / "data"), "digits8"), ("rerun", "digits8")]
     assert "wrote the twin data of digits8" in capsys.readouterr().out
@@ -588,10 +597,10 @@ def test_reproduce_writes_missing_twin_data_first(tmp_path, capsys, monkeypatch)
 
 def test_reproduce_without_rerun_record_fails_unless_switched_off(tmp_path, capsys, monkeypatch):
     results = write_all(tmp_path / "res", [rec("mnist")])
-    monkeypatch.setitem(sys.modules, "heartbench.train", types.ModuleType("heartbench.train"))
+    use_fake(monkeypatch, types.ModuleType("heartbench.train"))
     args = parse_args(check, "--results-dir", str(results), "--reproduce", "2", *MEASURED_ONLY)
     assert check.main(args) == 1
-    assert ("(reproduce) could not run: heartbench.train.rerun_record is not available"
+    assert ("(reproduce) could not run: heartbench.rerun.rerun_record is not available"
             in capsys.readouterr().out)
     args = parse_args(check, "--results-dir", str(results), "--reproduce", "0", *MEASURED_ONLY)
     assert check.main(args) == 0
@@ -1047,15 +1056,17 @@ def test_committed_paper_rebuilds_byte_for_byte():
 
 
 def test_package_pins_cover_what_the_bytes_depend_on():
-    """constraints.txt pins each package check.BYTE_PACKAGES names, at the installed version
+    """constraints.txt pins each package rebuild.BYTE_PACKAGES names, at the installed version
     (the committed paper/ was built with them)."""
     from importlib.metadata import version
 
+    from heartbench.report import rebuild
+
     pins = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines()
                 if "==" in line and not line.startswith("#"))
-    for name in check.BYTE_PACKAGES:
+    for name in rebuild.BYTE_PACKAGES:
         assert pins.get(name) == version(name), name
-    assert check.package_drift() == []
+    assert rebuild.package_drift(ROOT / "constraints.txt") == []
 
 
 def test_summary_digest_catches_a_hand_edit_and_write_summary_shows_changes(tmp_path, capsys):
@@ -1099,8 +1110,8 @@ def test_run_id_of_a_searched_record_hashes_the_pre_search_value():
     """A search stores the chosen value in method_config; the run_id hashed the value before
     (searched_from, or the legacy one): recomputed independently here."""
     pytest.importorskip("torch")
+    from heartbench.rerun import record_identity
     from heartbench.suite import RunSpec, run_id_of
-    from heartbench.train import record_identity
 
     fields = {k: None for k in RunSpec.__dataclass_fields__}
     spec = RunSpec(**{**fields, "benchmark": "vtab_mini", "task": "mnist", "method": "heart_lora",
@@ -1170,8 +1181,7 @@ def test_reproduce_sample_differs_between_invocations_unless_seeded(tmp_path, ca
                                                                     monkeypatch):
     records = [rec(t, seed=s, acc=61.0) for t in MINI for s in range(6)]
     results = write_all(tmp_path / "res", records)
-    monkeypatch.setitem(sys.modules, "heartbench.train",
-                        fake_train(lambda r, progress=False: 61.0))
+    use_fake(monkeypatch, fake_train(lambda r, progress=False: 61.0))
 
     def sample(*extra: str) -> tuple[str, list[str]]:
         assert check.main(parse_args(check, "--results-dir", str(results), "--reproduce", "2",
@@ -1195,8 +1205,7 @@ def test_a_rerun_differing_on_another_cpu_kind_is_a_kernel_difference(tmp_path, 
     same kind: a changed record; no kind stored: the result is probed with baseline kernels."""
     other = {**rec("mnist", acc=61.0), "cpu": {"capability": "AVX512"}}
     results = write_all(tmp_path / "res", [other])
-    monkeypatch.setitem(sys.modules, "heartbench.train",
-                        fake_train(lambda r, progress=False: 61.1))
+    use_fake(monkeypatch, fake_train(lambda r, progress=False: 61.1))
     args = parse_args(check, "--results-dir", str(results), "--reproduce", "1", *MEASURED_ONLY)
     assert check.main(args) == 0
     assert "KERNEL DIFFERENCE vtab_mini/" in capsys.readouterr().out
@@ -1217,12 +1226,12 @@ def test_new_records_store_their_cpu_kind_and_searched_from():
     pytest.importorskip("torch")
     import torch
 
-    from heartbench import train
+    from heartbench import provenance, train
 
-    info = train.cpu_info()
+    info = provenance.cpu_info()
     assert info["capability"] == torch.backends.cpu.get_cpu_capability()
     source = Path(train.__file__).read_text()
-    assert '"cpu": cpu_info()' in source and "searched_from=" in source
+    assert '"cpu": provenance.cpu_info()' in source and "searched_from=" in source
 
 
 # ---------------------------------------------------------------------------

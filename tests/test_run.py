@@ -361,8 +361,8 @@ def test_val_protocol_selects_on_val200_and_retrains(tmp_path: Path, synth_root:
     assert record["eval_protocol"] == "val"
     assert record["metrics"]["test_acc"] == record["metrics"]["history"][-1]["eval_acc"]
     # The run_id hashed the searched key's value before the search: `check` recomputes it.
+    from heartbench.rerun import record_identity
     from heartbench.suite import run_id_of
-    from heartbench.train import record_identity
 
     assert set(record["searched_from"]) == {"scale"}
     assert run_id_of(record_identity(record)) == record["run_id"]

@@ -145,7 +145,8 @@ def _twin_text(name: str, per_step: bool) -> str:
 def test_twin_suites_score_trained_adapters(tmp_path: Path, name: str) -> None:
     """Every Heart-LoRA run of every twin suite plans its scores after at least one step at a
     mean lr >= 0.25 x lr (by hand); the same suite stepped per epoch is refused at planning."""
-    from heartbench.suite import load_suite, planned_steps
+    from heartbench.schedule import planned_steps
+    from heartbench.suite import load_suite
 
     suite = load_suite(REPO / "suites" / f"{name}.toml")
     hearts = [r for r in suite.runs if r.method == "heart_lora"]
@@ -168,8 +169,8 @@ def test_twin_suites_score_trained_adapters(tmp_path: Path, name: str) -> None:
 
 def test_legacy_schedule_keeps_run_ids() -> None:
     """warmup_per_step = false (the legacy value) is left out of the identity; true is not."""
+    from heartbench.rerun import spec_from_record
     from heartbench.suite import RunSpec, run_id_of
-    from heartbench.train import spec_from_record
 
     path = next((REPO / "results" / "vtab_mini").glob("*.json"))
     record = json.loads(path.read_text())

@@ -136,7 +136,7 @@ def meta(settings: Settings) -> dict[str, Any]:
         peft_version = peft.__version__
     except ImportError:
         peft_version = None
-    from heartbench.train import git_commit
+    from heartbench.provenance import git_commit
 
     device = settings.device
     return {

@@ -82,7 +82,7 @@ def planning() -> dict[str, Any]:
     import io
     import tempfile
 
-    from heartbench.launch import print_plan
+    from heartbench.plan import print_plan
     from heartbench.runs import select
     from heartbench.suite import load_suite
 

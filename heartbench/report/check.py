@@ -16,7 +16,7 @@ e.g. without torch or without the paper's text, fails ``check`` unless switched 
     ``--tolerance`` points (aggregated exactly as the tables do).
 ``run-ids``
     Every record's ``run_id`` recomputed from its stored settings
-    (:func:`heartbench.train.record_identity`, the legacy completion ``spec_from_record``
+    (:func:`heartbench.rerun.record_identity`, the legacy completion ``spec_from_record``
     uses); a record whose id does not follow from them fails, named. Needs torch.
 ``summary``
     CPU-twin records against ``baselines/twin_summary.csv`` (:mod:`heartbench.report.summary`)
@@ -51,11 +51,8 @@ Exit status: 0 when everything holds, 1 on any failure, 2 on a usage error.
 from __future__ import annotations
 
 import argparse
-import difflib
 import random
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,9 +63,6 @@ from heartbench.report.select import KEPT_TWIN_BENCHMARKS
 
 SECTIONS: tuple[str, ...] = ("reported", "paper-text", "measured", "run-ids", "summary",
                              "records", "adapters", "paper", "reproduce")
-# Python packages the bytes of paper/'s PDFs and PNGs depend on (pinned in constraints.txt).
-BYTE_PACKAGES: tuple[str, ...] = ("matplotlib", "fonttools", "numpy", "seaborn", "pillow",
-                                  "jinja2", "pandas", "contourpy")
 
 
 @dataclass
@@ -185,8 +179,8 @@ def check_run_ids(records: list[dict], paths: dict[int, Path]) -> Section:
     """Every record's run_id against the hash of its stored settings."""
     section = Section("run-ids")
     try:
+        from heartbench.rerun import record_identity
         from heartbench.suite import run_id_of
-        from heartbench.train import record_identity
     except ImportError as err:
         section.unavailable = f"needs torch to complete stored configs ({err})"
         return section
@@ -227,48 +221,10 @@ def check_summary(records: list[dict], results_dir: Path, path: Path | None) -> 
     return section
 
 
-def _first_difference(committed: Path, rebuilt: Path) -> str:
-    """Where two files differ: the first differing line of a text file, else sizes."""
-    if committed.suffix == ".tex":
-        old = committed.read_text(encoding="utf-8").splitlines()
-        new = rebuilt.read_text(encoding="utf-8").splitlines()
-        for number, (a, b) in enumerate(zip(old + [""] * len(new), new + [""] * len(old)), 1):
-            if a != b:
-                cells_a, cells_b = a.split(" & "), b.split(" & ")
-                cell = next((f" (cell {i + 1}: {x.strip()!r} committed, {y.strip()!r} rebuilt)"
-                             for i, (x, y) in enumerate(zip(cells_a, cells_b)) if x != y), "")
-                ratio = difflib.SequenceMatcher(None, a, b).ratio()
-                return (f"line {number} differs{cell}" if cell and " & " in a and ratio > 0.5 else
-                        f"line {number} differs: committed {a[:90]!r}, rebuilt {b[:90]!r}")
-    return f"{committed.stat().st_size} bytes committed, {rebuilt.stat().st_size} rebuilt"
-
-
-def package_drift() -> list[str]:
-    """Installed versions of BYTE_PACKAGES that differ from constraints.txt's pins."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    pins = {}
-    path = checkout_root() / "constraints.txt"
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            name, sep, pinned = line.split("#")[0].strip().partition("==")
-            if sep:
-                pins[name.strip().lower()] = pinned.strip()
-    out = []
-    for name in BYTE_PACKAGES:
-        try:
-            installed = version(name)
-        except PackageNotFoundError:
-            installed = "not installed"
-        if name in pins and pins[name] != installed:
-            out.append(f"{name} {installed} (constraints.txt pins {pins[name]})")
-    return out
-
-
 def check_paper(results_dir: Path, baselines: Path | None, paper: Path | None,
                 tolerance: float) -> Section:
     """The committed paper/ against a rebuild into a temporary folder, byte for byte."""
-    from heartbench.report import build
+    from heartbench.report.rebuild import package_drift, paper_differences
 
     section = Section("paper")
     if paper is None:
@@ -281,41 +237,19 @@ def check_paper(results_dir: Path, baselines: Path | None, paper: Path | None,
     if not paper.is_dir():
         section.unavailable = f"{paper} does not exist (--paper DIR)"
         return section
-    outside = sorted(p.name for p in paper.glob("fig5_*"))  # drawn by `figure5` (models)
-    with tempfile.TemporaryDirectory(prefix="heartbench-check-") as tmp:
-        out = Path(tmp)
-        for name in outside:  # preview.tex inputs Figure 5 when it is there
-            shutil.copy2(paper / name, out / name)
-        result = build.build(results_dir, out, baselines_dir=baselines, pdf="skip",
-                             tolerance=tolerance, skip_invalid=True)
-        rebuilt = {p.name for p in out.iterdir() if p.is_file() and not p.name.startswith(".")}
-        committed = {p.name for p in paper.iterdir() if p.is_file() and not p.name.startswith(".")
-                     and p.suffix not in (".aux", ".log") and p.name != "preview.pdf"}
-        problems = []
-        for name in sorted(committed | rebuilt):
-            if name in outside:
-                continue
-            if name not in rebuilt:
-                problems.append(f"{paper / name}: committed, but a rebuild does not write it")
-            elif name not in committed:
-                problems.append(f"{paper / name}: missing (a rebuild writes it)")
-            elif (paper / name).read_bytes() != (out / name).read_bytes():
-                problems.append(f"{paper / name}: differs from a rebuild: "
-                                f"{_first_difference(paper / name, out / name)}")
-        compared = len(rebuilt - set(outside))
+    problems, compared, outside = paper_differences(results_dir, baselines, paper, tolerance)
     section.lines = [f"(paper) {paper} vs a rebuild of the records and baselines: {compared} "
                      f"file(s) compared byte for byte, {len(problems)} differ; not rebuilt: "
                      f"{', '.join(outside) or 'none'} (Figure 5: `python -m heartbench "
                      "figure5`, runs the models)"]
     section.lines += [f"  FAIL {p}" for p in problems]
-    drift = package_drift()
+    drift = package_drift(checkout_root() / "constraints.txt")
     if problems and drift:
         section.lines.append("  (installed versions differ from the pins the PDFs were made with:"
                              f" {'; '.join(drift)}; `pip install -c constraints.txt ...`)")
     if problems:
         section.lines.append("  (after a deliberate change: `python -m heartbench tables` "
                              "rebuilds paper/)")
-    del result
     section.ok = not problems
     return section
 
@@ -421,9 +355,10 @@ def check_reproduce(records: list[dict], count: int, seed: int,
                         key=lambda r: (r["suite"], r["run_id"]))
     try:
         from heartbench.data.twin import ensure_twin_task
-        from heartbench.train import cpu_info, rerun_record
+        from heartbench.provenance import cpu_info
+        from heartbench.rerun import rerun_record
     except ImportError as err:
-        section.unavailable = f"heartbench.train.rerun_record is not available ({err})"
+        section.unavailable = f"heartbench.rerun.rerun_record is not available ({err})"
         return section
     if not candidates:
         section.unavailable = ("no done CPU-twin records (benchmarks "
@@ -491,7 +426,7 @@ def rerun_with_kernels(record: dict, capability: str) -> float | None:
     import os
     import subprocess
 
-    code = ("import json, sys; from heartbench.train import rerun_record; "
+    code = ("import json, sys; from heartbench.rerun import rerun_record; "
             "print(rerun_record(json.load(sys.stdin)))")
     env = {**os.environ, "ATEN_CPU_CAPABILITY": capability}
     try:
