@@ -37,6 +37,7 @@ def test_every_command_on_the_page_runs(tmp_path: Path) -> None:
     folder = tmp_path / "my-method"
     records = list((folder / "results" / "my_lora").glob("*.json"))
     assert len(records) == 3
-    assert re.search(r"^MyLora & ", out, flags=re.M)  # the measured row, grepped from the table
+    # the measured row, grepped from the table (its budget mark: one configuration, [1])
+    assert re.search(r"^MyLora \{\\scriptsize \[1\]\} & ", out, flags=re.M)
     assert "plugin source changed" in out
     assert "my_colors" in out
