@@ -461,8 +461,10 @@ def test_failed_run_is_reported_and_kept_apart_on_slurm(cluster: str, tmp_path: 
     text = LONG.format(name="diverge", data=synth_root, extra="runs_per_task = 2")
     text = text.replace("epochs = 8", "epochs = 2\nmax_train_batches = 4").replace(
         "warmup_epochs = 2", "warmup_epochs = 1")
+    # No warm-up for the diverging run: under the reference loops' per-epoch stepping both of
+    # its epochs would otherwise run at warmup_lr_init and never reach lr = 1e30.
     text += ('\n[[methods]]\nname = "lora"\nlabel = "LoRA-lr1e30"\nconfig = { rank = 4 }\n'
-             'train = { lr = 1e30 }\n')
+             'train = { lr = 1e30, warmup_epochs = 0 }\n')
     suite = tmp_path / "diverge.toml"
     suite.write_text(text)
     results = tmp_path / "results"
