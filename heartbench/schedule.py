@@ -1,9 +1,11 @@
 """The learning-rate schedule: timm's CosineLRScheduler, stepped per epoch or per step.
 
-Per epoch (the default; Table 9 and the reference loops): epoch ``e`` trains at the
-schedule's value at ``t = e`` epochs, so a warm-up of ``warmup_epochs`` epochs rises from
-``warmup_lr_init`` in whole-epoch stairs (one warm-up epoch: every warm-up step at
-``warmup_lr_init``).
+Per epoch (the default; Table 9 and the reference loops): ``train.schedule_step =
+"reference"`` steps as PETL-ViT / FacT / RepAdapter do, ``scheduler.step(ep)`` after epoch
+``ep``, so epoch ``e >= 1`` trains at the schedule's value at ``t = e - 1`` and epochs 0 and
+1 both at ``warmup_lr_init``; ``"next_epoch"`` (heartbench's stepping before the key, the
+committed records') trains epoch ``e`` at ``t = e``. Either way the warm-up rises in
+whole-epoch stairs.
 
 Per step (``train.warmup_per_step = true``, the twins): the same cosine with warm-up,
 counted in optimiser steps (``t_initial = epochs * S``, ``warmup_t = warmup_epochs * S``
@@ -12,8 +14,9 @@ for ``S`` steps per epoch), and step ``g`` (0-based over the run) trains at the 
 ``lr * k / W`` (k = 1 .. W-1) before the cosine takes over, so a one-epoch warm-up of a
 short twin run really trains the adapters before Heart-LoRA reads its scores.
 
-Legacy: records stored before ``warmup_per_step`` existed stepped per epoch
-(:data:`LEGACY_TRAIN`); the key is left out of a run's identity when it has that value.
+Legacy (:data:`LEGACY_TRAIN`): records stored before ``warmup_per_step`` and
+``schedule_step`` existed stepped per epoch with ``next_epoch``; a key is left out of a run's
+identity while it has that value. The checks at the end run at planning time.
 """
 
 from __future__ import annotations
