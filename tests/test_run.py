@@ -488,9 +488,9 @@ def test_status_archives_superseded_records(tmp_path: Path, synth_root: Path,
 def test_dry_run_totals_count_the_val_search(tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     """Under eval_protocol "val" a run trains each grid point, then the chosen one."""
-    assert cli(["run", str(REPO / "suites" / "vtab_mini_val.toml"), "--dry-run"]) == 0
+    assert cli(["run", str(REPO / "suites" / "vtab_mini_fair.toml"), "--dry-run"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    # 9 tasks x 3 seeds = 27 runs; ne in {0, 1, 3, 6}: 4 search trainings + the final one,
-    # 3 epochs each.
-    assert last.startswith("plan: 27 runs") and "plus 108 search trainings" in last
-    assert "405 training epochs in all" in last and "eval protocol val" in last
+    # 3 tasks x 5 methods x 3 seeds = 45 runs; 4 configurations each: 4 search trainings +
+    # the final one, 3 epochs each.
+    assert last.startswith("plan: 45 runs") and "plus 180 search trainings" in last
+    assert "675 training epochs in all" in last and "eval protocol val" in last

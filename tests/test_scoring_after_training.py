@@ -17,8 +17,8 @@ from heartbench.errors import UserError
 from heartbench.results import load_records
 
 REPO = Path(__file__).resolve().parent.parent
-TWIN_SUITES = ("vtab_mini", "score_window_mini", "vtab_mini_val", "fewshot_mini", "swin_mini",
-               "vtab_mini_quick")
+TWIN_SUITES = ("vtab_mini", "score_window_mini", "fewshot_mini", "swin_mini", "vtab_mini_quick",
+               "vtab_mini_fair", "fewshot_mini_fair")
 
 SUITE = """
 [suite]

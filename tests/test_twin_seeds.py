@@ -11,7 +11,8 @@ import pytest
 from heartbench.report.variants import heart_key
 
 REPO = Path(__file__).resolve().parent.parent
-TWIN_SUITES = ("vtab_mini", "score_window_mini", "vtab_mini_val", "fewshot_mini", "swin_mini")
+TWIN_SUITES = ("vtab_mini", "score_window_mini", "fewshot_mini", "swin_mini", "vtab_mini_fair",
+               "fewshot_mini_fair")
 NINE = {"mnist", "animals", "digits8", "histology", "modality", "retina", "orientation",
         "counting", "location"}
 # The ablations of the VTAB-mini twin, by Heart-LoRA variant (report.variants.heart_key).
@@ -33,7 +34,9 @@ def _rows(name: str) -> dict[tuple, list]:
 def test_every_twin_row_has_three_seeds_on_every_task(name: str) -> None:
     rows = _rows(name)
     tasks = {run.task for runs in rows.values() for run in runs}
-    if name != "fewshot_mini":
+    if name == "vtab_mini_fair":  # one task per group, to fit the twin's 4 hours (its header)
+        assert tasks == {"digits8", "histology", "counting"}, name
+    elif not name.startswith("fewshot"):
         assert tasks == NINE, name
     for key, runs in rows.items():
         by_task = defaultdict(set)
