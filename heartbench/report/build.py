@@ -135,9 +135,10 @@ def build(results_dir: Path, out: Path, source: str = "both", baselines_dir: Pat
     generated: list[str] = []
     models = tables.table_models(records, reported, source=source, tolerance=tolerance)
     if source != "reported":
+        from heartbench.report.paired import table_models as paired_tables
         from heartbench.report.stability import table_models as stability_tables
 
-        models += stability_tables(records)
+        models += stability_tables(records) + paired_tables(records)
     for model in models:
         _write(out / f"{model.name}.tex", latex.render(model))
         generated.append(f"{model.name}.tex")

@@ -178,5 +178,18 @@ TWIN_TABLES: tuple[TwinTableSpec, ...] = (
                 "were read. No bold: nothing is ranked.",
         template="table_tasks.tex.j2",
     ),
+    TwinTableSpec(
+        number=8,
+        key="paired",
+        caption="Paired differences on the CPU twin (heartbench/report/paired.py): in each "
+                "block, each row's test accuracy minus the block's reference row, over the "
+                "UNIT units both ran (a run stored by two suites counts once). Diff.: mean "
+                "difference in points; Std: its sample std; +/$-$/=: units where the row is "
+                "better / worse / equal; $p$: two-sided Wilcoxon signed-rank test, zero "
+                "differences dropped, not corrected for the number of rows. No bold: a row "
+                "is called better or worse in the text only where $|$Diff.$|$ exceeds Std "
+                "and $p < 0.05$.",
+        template="table_groups.tex.j2",
+    ),
 )
 
