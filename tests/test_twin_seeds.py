@@ -11,8 +11,8 @@ import pytest
 from heartbench.report.variants import heart_key
 
 REPO = Path(__file__).resolve().parent.parent
-TWIN_SUITES = ("vtab_mini", "score_window_mini", "fewshot_mini", "swin_mini", "vtab_mini_fair",
-               "fewshot_mini_fair")
+TWIN_SUITES = ("vtab_mini", "vtab_mini_others", "score_window_mini", "fewshot_mini", "swin_mini",
+               "vtab_mini_fair", "fewshot_mini_fair")
 NINE = {"mnist", "animals", "digits8", "histology", "modality", "retina", "orientation",
         "counting", "location"}
 # The ablations of the VTAB-mini twin, by Heart-LoRA variant (report.variants.heart_key).

@@ -33,7 +33,7 @@ def test_quick_twin_suite_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.Mo
     assert (digits["test_acc"] > 30.0).all(), digits[["label", "test_acc"]]
 
 
-TWIN_SUITES = ["vtab_mini.toml", "vtab_mini_quick.toml", "score_window_mini.toml",
+TWIN_SUITES = ["vtab_mini.toml", "vtab_mini_others.toml", "vtab_mini_quick.toml", "score_window_mini.toml",
                "fewshot_mini.toml", "swin_mini.toml", "vtab_mini_fair.toml", "fewshot_mini_fair.toml"]
 
 
