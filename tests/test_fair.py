@@ -96,6 +96,8 @@ def test_tables_build_the_fair_comparison_from_fair_records_only(tmp_path: Path)
     build.build(results, out, source="measured", figures=False, pdf="skip")
     fair = (out / "table_fair_vtab_mini.tex").read_text()
     assert "Fair comparison" in fair and "{TF}" in fair
+    # The caption's lead is LaTeX bold, not a tab character and "extbf" (a Python escape).
+    assert r"\caption{\textbf{CPU twin, not the paper's numbers.}" in fair and "\t" not in fair
     rows = table_rows(fair)
     assert set(rows) == {"LoRA", "Heart-LoRA"}
     assert "Heart-LoRA {\\scriptsize [4/val]}" in fair and "LoRA {\\scriptsize [4/val]}" in fair

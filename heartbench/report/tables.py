@@ -346,7 +346,7 @@ def _caption(spec: TableSpec, reported: bool, blocks: list[MeasuredBlock]) -> st
     if spec.fair:
         bench = blocks[0].benchmark if blocks else PAPER_BENCHMARK
         if bench != PAPER_BENCHMARK:
-            parts.append("\textbf{CPU twin, not the paper's numbers.}")
+            parts.append(r"\textbf{CPU twin, not the paper's numbers.}")
         parts.append(f"{spec.caption} Benchmark: "
                      f"{tex(BENCHMARK_NAMES.get(bench, bench))}, from the stored run records.")
     elif twin:
