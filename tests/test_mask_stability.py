@@ -115,6 +115,21 @@ def test_rows_read_masks_and_units_from_records() -> None:
     assert len(row.records["animals"]) == 3
 
 
+def test_one_configuration_is_one_row_across_its_tasks() -> None:
+    """A configuration run on three tasks is one row with three task values (and its Avg.
+    their mean), not a row per task; another ne is another row."""
+    records = [_record(_global(h), s, task=t) for t in ("animals", "digits8", "counting")
+               for s, h in enumerate([[5, 6, 7], [5, 6, 7], [1, 2, 3]])]
+    other = [{**_record(_global([0, 1, 2]), s), "method_config": {"ne": 6, "mode": "global"},
+              "run_id": f"ne6-{s}"} for s in range(2)]
+    rows = stability_rows(records + other, "vtab_mini")
+    assert len(rows) == 2
+    (row,) = [r for r in rows if len(r.records) == 3]
+    assert set(row.records) == {"animals", "digits8", "counting"}
+    assert all(len(rs) == 3 for rs in row.records.values())
+    assert row.jaccard("digits8") == pytest.approx((1 + 0 + 0) / 3)
+
+
 def test_table_from_committed_records_matches_sets_by_hand() -> None:
     """The T7 table built from results/ shows, for Heart-LoRA ne = 3 on animals, the mean
     pairwise Jaccard of its seeds' masked sets computed here with plain set operations."""

@@ -9,8 +9,8 @@ row, over the ``(task, shots, seed)`` units both ran:
 - the reference is Heart-LoRA as the paper runs it (:func:`heartbench.report.variants.
   heart_key` "heart_lora", fixed ne = 3 where there are several ne; few-shot: its only
   configuration); in a fair family, Heart-LoRA chosen on val;
-- a row is one configuration across tasks (:func:`row_id`: label, method, whole config,
-  grid point, search, run setting, protocol), so an ne sweep gives one row per ne;
+- a row is one configuration across tasks (:func:`row_id`: method, whole config, grid
+  point, search, run setting, protocol), so an ne sweep gives one row per ne;
 - a run stored by several suites (``reused_from``: the same run id, so the same row and
   unit) counts once.
 
@@ -26,7 +26,12 @@ import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from heartbench.report.select import TWIN_BENCHMARKS, config_id, test_acc
+from heartbench.report.select import (
+    TWIN_BENCHMARKS,
+    config_id_across_tasks,
+    run_setting,
+    test_acc,
+)
 from heartbench.report.variants import backbone_name, heart_key, is_fair, ne_of
 
 Unit = tuple[str, object, object]  # (task, shots, seed)
@@ -34,12 +39,12 @@ REFERENCE_NE = 3  # the twins' main Heart-LoRA row (suites/vtab_mini.toml)
 
 
 def row_id(record: dict) -> str:
-    """One configuration across tasks: :func:`config_id` less the task and its classes."""
-    ident = json.loads(config_id(record))
-    ident["data"] = {"benchmark": ident["data"]["benchmark"]}
-    if is_fair(record):  # one row per method: the point each run chose is its search's outcome
-        ident = {"fair": record.get("label"), "setting": ident["setting"]}
-    return json.dumps(ident, sort_keys=True)
+    """One configuration across tasks (:func:`config_id_across_tasks`); under the fair
+    protocol one row per method and run setting, whatever point each run chose."""
+    if is_fair(record):
+        return json.dumps({"fair": record.get("label"), "setting": run_setting(record)},
+                          sort_keys=True, default=str)
+    return config_id_across_tasks(record)
 
 
 @dataclass

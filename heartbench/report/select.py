@@ -119,6 +119,14 @@ def config_id(record: dict) -> str:
                       sort_keys=True, default=str)
 
 
+def config_id_across_tasks(record: dict) -> str:
+    """:func:`config_id` less the task, its class count and the shot count: one configuration
+    of a row, across the tasks (and few-shot splits) it ran on."""
+    ident = json.loads(config_id(record))
+    ident["data"] = {"benchmark": ident["data"]["benchmark"]}
+    return json.dumps(ident, sort_keys=True)
+
+
 def test_acc(record: dict) -> float | None:
     value = (record.get("metrics") or {}).get("test_acc")
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None

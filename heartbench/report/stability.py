@@ -142,7 +142,7 @@ def stability_rows(records: list[dict], benchmark: str) -> list[StabilityRow]:
     fixed size (no val search), one row per (backbone, config) with at least one task of two
     or more seeds. A run stored
     by several suites counts once, and the row takes the label most of its records carry."""
-    from heartbench.report.select import config_id
+    from heartbench.report.select import config_id_across_tasks
 
     rows: dict[tuple[str, str], StabilityRow] = {}
     labels: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -151,7 +151,7 @@ def stability_rows(records: list[dict], benchmark: str) -> list[StabilityRow]:
         if (r.get("benchmark") != benchmark or not is_vtab_like(r) or not scores_masks(r)
                 or r.get("search")):  # a run that chose its ne on val: masks of any size
             continue
-        key = (backbone_name(r), config_id(r))
+        key = (backbone_name(r), config_id_across_tasks(r))  # a row spans its tasks
         labels[key][r["label"]] += 1
         if r["run_id"] in seen:
             continue
