@@ -100,4 +100,10 @@ def test_tables_write_table_t8(tmp_path: Path) -> None:
     build(results, out, source="measured", figures=False, pdf="skip")
     text = (out / "table8_vtab_mini.tex").read_text()
     # LoRA - Heart-LoRA per unit: 1, 2, 3 on each task: mean 2, std 0.87, 9 better.
-    assert "LoRA & 9 & 3 & 2.00 & 0.87 & 9/0/0 &" in text
+    assert "LoRA & 9 & 3 & 2.00 & 0.87 & 9/0/0 & 0.004" in text  # all 9 better: p = 2 / 2^9
+
+
+def test_small_p_prints_as_a_bound() -> None:
+    from heartbench.report.paired import _p_text
+
+    assert _p_text(0.0004) == "$<$0.001" and _p_text(0.0012) == "0.001" and _p_text(None) == "--"

@@ -151,9 +151,17 @@ def _name(rows: list[PairedRow]) -> list[PairedRow]:
     return sorted(rows, key=lambda r: (r.name.split(" ne=")[0], r.ne or 0, r.name))
 
 
+def _p_text(p: float | None) -> str:
+    from heartbench.report.latex import DASH, fmt
+
+    if p is None:
+        return DASH
+    return "$<$0.001" if p < 0.001 else fmt(p, 3)
+
+
 def table_models(records: list[dict]) -> list:
     """Table T8 (``TWIN_TABLES``' "paired" entry) per twin benchmark with a reference row."""
-    from heartbench.report.latex import DASH, TexBlock, TexRow, TexTable, fmt, tex
+    from heartbench.report.latex import TexBlock, TexRow, TexTable, fmt, tex
     from heartbench.report.table_specs import TWIN_TABLES
 
     spec = next(t for t in TWIN_TABLES if t.key == "paired")
@@ -170,7 +178,7 @@ def table_models(records: list[dict]) -> list:
                 out.append(TexRow(tex(row.name), [
                     str(len(c.diffs)), str(c.tasks), fmt(c.mean, 2),
                     fmt(c.std, 2), f"{c.better}/{c.worse}/{c.equal}",
-                    fmt(c.p, 3) if c.p is not None else DASH]))
+                    _p_text(c.p)]))
             if out:
                 blocks.append(TexBlock(tex(f"{family}: each row minus {reference.name}"), out))
         if not blocks:
