@@ -83,14 +83,19 @@ def test_tables_build_the_fair_comparison_from_fair_records_only(tmp_path: Path)
                 r["search"] = ({"ne": [0, 3], "scale": [1.0, 3.0]} if method == "heart_lora"
                                else {"scale": [0.3, 1.0, 3.0, 10.0]})
                 records.append(r)
-    for label, method in (("LoRA", "lora"), ("MoRA", "mora")):
+    # Few-shot, 3 seeds: MoRA 5 points above LoRA on every seed; Bi-LoRA level with MoRA
+    # within its spread (differences 1.5, -1.0, 0.2: mean 0.23, std 1.29).
+    offset = {"LoRA": (0.0, 0.0, 0.0), "MoRA": (5.0, 5.0, 5.0), "Bi-LoRA": (3.5, 6.0, 4.8)}
+    for label, method in (("LoRA", "lora"), ("MoRA", "mora"), ("Bi-LoRA", "bilora")):
         for shots in (1, 2):
-            r = rec("animals", label, method, shots=shots, protocol="val", val=40.0,
-                    benchmark="fewshot_mini", group=None, suite="fewshot_mini_fair",
-                    acc=30.0 + shots + (5.0 if method == "mora" else 0.0))
-            r["search"] = {"scale": [1.0, 3.0, 10.0, 30.0]} if method == "lora" else {
-                "variant": ["rope", "sharing"], "dropout": [0.0, 0.1]}
-            records.append(r)
+            for seed in (0, 1, 2):
+                r = rec("animals", label, method, seed=seed, shots=shots, protocol="val",
+                        val=40.0, benchmark="fewshot_mini", group=None,
+                        suite="fewshot_mini_fair",
+                        acc=30.0 + shots + 0.5 * seed + offset[label][seed])
+                r["search"] = {"scale": [1.0, 3.0, 10.0, 30.0]} if method != "mora" else {
+                    "variant": ["rope", "sharing"], "dropout": [0.0, 0.1]}
+                records.append(r)
     results = write_all(tmp_path / "res", records)
     out = tmp_path / "out"
     build.build(results, out, source="measured", figures=False, pdf="skip")
@@ -106,8 +111,11 @@ def test_tables_build_the_fair_comparison_from_fair_records_only(tmp_path: Path)
     assert "LoRA {\\scriptsize [1]}" in (out / "table1_vtab_mini.tex").read_text()
     few = (out / "table_fair_fewshot_mini.tex").read_text()
     assert "1-shot & 2-shot" in few
-    assert "LoRA {\\scriptsize [4/val]} & 31.0 & 32.0 \\\\" in few
-    assert "MoRA {\\scriptsize [4/val]} & \\textbf{36.0} & \\textbf{37.0} \\\\" in few
+    # Bold: the paired rule of every twin table (the best, and rows within their spread of it).
+    assert "LoRA {\\scriptsize [4/val]} & 31.5$\\pm$0.5 & 32.5$\\pm$0.5 \\\\" in few
+    assert "MoRA {\\scriptsize [4/val]} & \\textbf{36.5$\\pm$0.5} & \\textbf{37.5$\\pm$0.5}" in few
+    assert "Bi-LoRA {\\scriptsize [4/val]} & \\textbf{36.3$\\pm$1.6} & \\textbf{37.3$\\pm$1.6}" in few
+    assert "paired difference" in few
 
 
 @pytest.mark.parametrize("step, noted", [(None, True), ("next_epoch", True),

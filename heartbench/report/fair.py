@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from heartbench.report.budget import BUDGET_NOTE, budget_mark
-from heartbench.report.latex import DASH, TexBlock, TexRow, TexTable, columns_bold, fmt, tex
+from heartbench.report.latex import DASH, TexBlock, TexRow, TexTable, fmt, tex
 from heartbench.report.select import (
     BENCHMARK_NAMES,
     TWIN_BENCHMARKS,
@@ -25,14 +25,16 @@ from heartbench.report.select import (
     test_acc,
 )
 from heartbench.report.table_specs import FAIR_FEWSHOT_CAPTION
+from heartbench.report.tables import BOLD_RULE, paired_bold
 from heartbench.report.variants import is_fair
 
 
-def _shot_stat(cells: list[Cell]) -> tuple[float, float | None] | None:
-    """Mean over datasets, and the std over seeds of the per-seed dataset mean."""
+def _shot_stat(cells: list[Cell]) -> tuple[float, float | None, dict]:
+    """Mean over datasets, the std over seeds of the per-seed dataset mean, and that
+    per-seed mean (seed -> value: what the paired bold rule compares)."""
     seeds = set.intersection(*(set(c.by_seed) for c in cells))
-    per_seed = [mean_of([c.by_seed[s] for c in cells]) for s in sorted(seeds, key=str)]
-    return mean_of([c.mean for c in cells]), std_of(per_seed)
+    per_seed = {s: mean_of([c.by_seed[s] for c in cells]) for s in sorted(seeds, key=str)}
+    return mean_of([c.mean for c in cells]), std_of(list(per_seed.values())), per_seed
 
 
 def fewshot_models(records: list[dict]) -> list[TexTable]:
@@ -64,7 +66,9 @@ def _model(benchmark: str, records: list[dict]) -> TexTable:
         stats.append(row)
         marks.append(budget_mark(cells.values()))
     texts = [[fmt(s[0], 1) if s else DASH for s in row] for row in stats]
-    strong = columns_bold(texts)
+    strong = [paired_bold([row[c][2] if row[c] else {} for row in stats],
+                          [row[c][0] if row[c] else None for row in stats])
+              for c in range(len(shots))]
     rows = []
     for i, label in enumerate(labels):
         cells = []
@@ -81,7 +85,7 @@ def _model(benchmark: str, records: list[dict]) -> TexTable:
         FAIR_FEWSHOT_CAPTION,
         f"Benchmark: {tex(BENCHMARK_NAMES.get(benchmark, benchmark))}; datasets: "
         f"{', '.join(tex(d) for d in datasets)}.", BUDGET_NOTE,
-        "Bold: the best mean of the column (ties all bold)."]).strip()
+        BOLD_RULE]).strip()
     return TexTable(number=0, display="TF" if twin else "F", name=name,
                     template="table_groups.tex.j2", caption=caption, label=f"tab:{name}",
                     lead=[], columns=[(f"{k}-shot", "") for k in shots],
