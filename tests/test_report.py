@@ -235,8 +235,10 @@ def test_golden_measured_tables(tmp_path):
     names = sorted(p.name for p in result.written)
     # Tables 2, 3, 5 have no FP32 / per-layer / weight-grad rows: no measured block. One
     # table per seed set: 2 seeds (0, 1), then seed 0 with every row restricted to it.
+    # Table T8: Heart-LoRA's paired differences (LoRA and Front against it).
     assert names == ["preview.tex", "table1_vtab_mini.tex", "table1_vtab_mini_seed0.tex",
-                     "table6_vtab_mini.tex", "table6_vtab_mini_seed0.tex"]
+                     "table6_vtab_mini.tex", "table6_vtab_mini_seed0.tex",
+                     "table8_vtab_mini.tex"]
     assert (tmp_path / "table1_vtab_mini_seed0.tex").read_text() == GOLDEN_TABLE1_SEED0
     assert (tmp_path / "table6_vtab_mini.tex").read_text() == GOLDEN_TABLE6
     two = table_rows((tmp_path / "table1_vtab_mini.tex").read_text())
