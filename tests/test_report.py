@@ -655,12 +655,14 @@ def test_rebuild_is_byte_identical_and_prunes_stale_files(tmp_path):
     assert "fig2_fewshot_mini.png" in names and "table1.tex" in names
     for name in names:
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
-    # Rebuild into the same folder without the few-shot records: fig2 goes, a user file stays.
+    # Rebuild into the same folder without the few-shot records: fig2 and the few-shot
+    # paired table go, a user file stays.
     (first / "notes.md").write_text("mine")
     shutil.rmtree(results / "fewshot_mini")
     result = build.build(results, first, pdf="skip")
     assert sorted(p.name for p in result.removed) == ["fig2_fewshot_mini.pdf", "fig2_fewshot_mini.png",
-                                                      "fig2_fewshot_mini.tex"]
+                                                      "fig2_fewshot_mini.tex",
+                                                      "table8_fewshot_mini.tex"]
     assert (first / "notes.md").exists() and not (first / "fig2_fewshot_mini.png").exists()
 
 
