@@ -135,18 +135,22 @@ def check_pair(heart: dict, bilora: dict) -> None:
 
 def pick_pairs(results_dir: Path, tasks: list[str] | None) -> list[tuple[dict, dict]]:
     """The (Heart-LoRA, Bi-LoRA) record pairs to draw, one per task (module docstring)."""
-    from heartbench.report.select import is_fixed_ne_heart
+    from heartbench.report.select import is_fixed_ne_heart, setting_id
     from heartbench.report.stats import task_order
+    from heartbench.report.variants import is_fair
     from heartbench.results import load_records
 
     loaded = load_records(results_dir)
-    done = [r for r in loaded.done if r.get("shots") is None
+    # A fair-protocol run (trained on train800val200 after its own search) is never the
+    # paper's figure: its Bi-LoRA would be drawn beside a Heart-LoRA trained otherwise.
+    done = [r for r in loaded.done if r.get("shots") is None and not is_fair(r)
             and (r.get("adapter") or {}).get("file")]
     heart = [r for r in done if is_fixed_ne_heart(r) and not r.get("grid") and (heart_ne(r) or 0) > 0]
     bilora = [r for r in done if r.get("method") == "bilora"]
 
     def ident(r: dict) -> tuple:
-        return (r["benchmark"], r["task"], (r.get("backbone") or {}).get("name"), r["seed"])
+        # The same data split, seed and training setting: the two maps differ by the method only.
+        return (r["benchmark"], r["task"], r["seed"], str(r.get("eval_protocol")), setting_id(r))
 
     partners = {ident(r): r for r in sorted(bilora, key=lambda r: r["run_id"], reverse=True)}
     # A run stored by two suites (an ablation's copy of a main run) is the same adapter; the

@@ -242,3 +242,23 @@ def test_pick_pair_names_a_run_stored_twice_by_its_main_record(tmp_path, copy_su
         {**record, "suite": copy_suite, "label": "Heart-LoRA (last step)"}))
     heart, _ = figure5.pick_pairs(tmp_path / "res", ["histology"])[0]
     assert heart["label"] == "Heart-LoRA" and heart["_path"] == str(main)
+
+
+def test_pick_pair_takes_bilora_of_the_same_protocol_and_setting(tmp_path):
+    """The committed figure once drew the fair suite's Bi-LoRA (searched on val200, trained on
+    train800val200) beside vtab_mini's Heart-LoRA: a partner of another protocol, suite kind
+    or training setting is not a pair, whatever its run id's order."""
+    _record(tmp_path, "heart_lora", {"rank": 4}, "h1")
+    plain = _record(tmp_path, "bilora", {"rank": 4}, "b1")
+    record = json.loads(plain.read_text())
+    fair = tmp_path / "res" / "vtab_mini_fair"
+    fair.mkdir()
+    (fair / "z9.json").write_text(json.dumps(
+        {**record, "run_id": "z9", "suite": "vtab_mini_fair", "eval_protocol": "val"}))
+    (tmp_path / "res" / "suite" / "z8.json").write_text(json.dumps(
+        {**record, "run_id": "z8", "train": {**record["train"], "epochs": 7}}))
+    _, bilora = figure5.pick_pairs(tmp_path / "res", ["histology"])[0]
+    assert bilora["run_id"] == "b1"
+    plain.unlink()
+    with pytest.raises(UserError, match="for task\\(s\\) histology"):
+        figure5.pick_pairs(tmp_path / "res", ["histology"])

@@ -199,7 +199,7 @@ Front {\scriptsize [1]} & \textbf{72.5}{\scriptsize$\pm$0.7} & \textbf{85.5}{\sc
 \bottomrule
 \end{tabular}}%
 \ifdim\wd0>\columnwidth\resizebox{\columnwidth}{!}{\usebox0}\else\usebox0\fi
-\caption{\textbf{CPU twin, not the paper's numbers.} Measured counterpart of the paper's Table 6 (front (arbitrary) deactivation vs Heart-LoRA) on the VTAB-mini twin, from the stored run records. Measured (VTAB-mini twin, 2 seeds (0, 1)): every row shows exactly 2 seeds (0, 1); rows are the variants with records for these seeds. Where a row has several grid configurations, each task shows the one with the best mean test accuracy over these seeds (selection on the test set, as the paper does; these records have no val200 selection); only configurations with all these seeds compete. [N/split] after a measured row (a legend entry in a figure): the configurations searched per task (N; a range where tasks differ) and the split the choice was made on (test: the test set, as the paper does; val: val200 after training on train800, then retrained on train800val200 and tested once); [1]: one configuration, nothing chosen. Bold: per column, the best mean and every row whose paired difference to it (per seed, over these seeds) is within its spread (|mean difference| $\le$ its sample std): no row is called better than a bold one. $\pm$: sample std over the seeds. Settings: LoRA: scale = 10.0 on every task (chosen among 2 configurations); Front: ne = 3 on every task. Backbone vit\_mini; accuracy: last-epoch test accuracy. Some rows stepped the lr schedule one epoch ahead of the reference loops (train.schedule\_step next\_epoch; docs/recipes.md). Columns: the tasks this table's variant has records for; Avg.: mean of the group means over these tasks (dash without all three groups), not comparable with Table T1's. Tasks: natural = mnist; specialized = histology; structured = counting.}
+\caption{\textbf{CPU twin, not the paper's numbers.} Measured counterpart of the paper's Table 6 (front (arbitrary) deactivation vs Heart-LoRA; measured rows also random heads and Heart-LoRA's scores averaged over the warm-up's last epoch) on the VTAB-mini twin, from the stored run records. Measured (VTAB-mini twin, 2 seeds (0, 1)): every row shows exactly 2 seeds (0, 1); rows are the variants with records for these seeds. Where a row has several grid configurations, each task shows the one with the best mean test accuracy over these seeds (selection on the test set, as the paper does; these records have no val200 selection); only configurations with all these seeds compete. [N/split] after a measured row (a legend entry in a figure): the configurations searched per task (N; a range where tasks differ) and the split the choice was made on (test: the test set, as the paper does; val: val200 after training on train800, then retrained on train800val200 and tested once); [1]: one configuration, nothing chosen. Bold: per column, the best mean and every row whose paired difference to it (per seed, over these seeds) is within its spread (|mean difference| $\le$ its sample std): no row is called better than a bold one. $\pm$: sample std over the seeds. Settings: LoRA: scale = 10.0 on every task (chosen among 2 configurations); Front: ne = 3 on every task. Backbone vit\_mini; accuracy: last-epoch test accuracy. Some rows stepped the lr schedule one epoch ahead of the reference loops (train.schedule\_step next\_epoch; docs/recipes.md). Columns: the tasks this table's variant has records for; Avg.: mean of the group means over these tasks (dash without all three groups), not comparable with Table T1's. Tasks: natural = mnist; specialized = histology; structured = counting.}
 \label{tab:table6_vtab_mini}
 \end{table}
 """
@@ -441,7 +441,9 @@ def test_tables_for_rules():
                                  backbone="swin_mini")) == (4,)  # Swin masks by ratio: no ne rule
     assert select.tables_for(rec("mnist", shots=4, group=None)) == ()
     assert select.tables_for(rec("mnist", status="failed")) == ()
-    assert select.tables_for(rec("mnist", "r", "heart_lora", config={**HEART, "score": "random"})) == ()
+    # The other arbitrary choice beside Front (Table 6); a global weight score has no table.
+    assert select.tables_for(rec("mnist", "r", "heart_lora", config={**HEART, "score": "random"})) == (6,)
+    assert select.tables_for(rec("mnist", "w", "heart_lora", config={**HEART, "score": "weight_l2"})) == ()
 
 
 def test_table_registry_agrees_with_the_baselines_csvs():
@@ -933,11 +935,14 @@ def test_score_window_chosen_in_a_suite_is_its_own_variant():
     epoch = rec("mnist", "Heart-LoRA (epoch mean)", "heart_lora",
                 config={**HEART, "ne": 3, "score_window": "epoch"})
     assert select.heart_key(epoch) == "heart_lora_window_epoch"
-    assert select.tables_for(epoch) == ()  # never averaged into Table 1's Heart-LoRA
+    # Never averaged into Table 1's Heart-LoRA: a row of its own in Table 6 (how heads are chosen).
+    assert select.tables_for(epoch) == (6,)
     last = rec("mnist", "Heart-LoRA", "heart_lora",
                config={**HEART, "ne": 3, "score_window": "last_step"})
     assert select.heart_key(last) == "heart_lora" and select.tables_for(last) == (1, 2, 6)
-    assert any("heart_lora_window_epoch" in line for line in select.unplaced([epoch, last]))
+    weight = rec("mnist", "W", "heart_lora", config={**HEART, "ne": 3, "score": "weight_l2"})
+    lines = select.unplaced([epoch, last, weight])
+    assert len(lines) == 1 and "heart_lora_global_weight_l2" in lines[0]
 
 
 def test_a_search_on_val_is_one_configuration_whatever_it_chose():

@@ -18,7 +18,9 @@ decided from the record fields alone, by :func:`heartbench.report.select.tables_
     - per_layer + taylor family (Heart-LoRA dagger)      -> Table 3
     - per_layer + weight_l2 or grad_l2                   -> Table 5
     - score front (any mode)                             -> Table 6 (Front row)
-    - anything else (random, global weight_l2, ...)      -> no table (listed by ``tables``)
+    - score random (global), and the main variant with its scores read over the epoch
+      (``score_window = "epoch"``)                       -> Table 6, beside Front
+    - anything else (global weight_l2, ...)              -> no table (listed by ``tables``)
 * Other methods: Table 1 under their label; labels "Full" and "LoRA" (case and punctuation
   ignored) are also the baseline rows of Tables 3, 5 and 6, as in the paper.
 * Heart-LoRA records with ne outside the paper's search space {1, 3, 6} plus its fallback 0
