@@ -199,7 +199,7 @@ Front {\scriptsize [1]} & \textbf{72.5}{\scriptsize$\pm$0.7} & \textbf{85.5}{\sc
 \bottomrule
 \end{tabular}}%
 \ifdim\wd0>\columnwidth\resizebox{\columnwidth}{!}{\usebox0}\else\usebox0\fi
-\caption{\textbf{CPU twin, not the paper's numbers.} Measured counterpart of the paper's Table 6 (front (arbitrary) deactivation vs Heart-LoRA; measured rows also random heads and Heart-LoRA's scores averaged over the warm-up's last epoch) on the VTAB-mini twin, from the stored run records. Measured (VTAB-mini twin, 2 seeds (0, 1)): every row shows exactly 2 seeds (0, 1); rows are the variants with records for these seeds. Where a row has several grid configurations, each task shows the one with the best mean test accuracy over these seeds (selection on the test set, as the paper does; these records have no val200 selection); only configurations with all these seeds compete. [N/split] after a measured row (a legend entry in a figure): the configurations searched per task (N; a range where tasks differ) and the split the choice was made on (test: the test set, as the paper does; val: val200 after training on train800, then retrained on train800val200 and tested once); [1]: one configuration, nothing chosen. Bold: per column, the best mean and every row whose paired difference to it (per seed, over these seeds) is within its spread (|mean difference| $\le$ its sample std): no row is called better than a bold one. $\pm$: sample std over the seeds. Settings: LoRA: scale = 10.0 on every task (chosen among 2 configurations); Front: ne = 3 on every task. Backbone vit\_mini; accuracy: last-epoch test accuracy. Some rows stepped the lr schedule one epoch ahead of the reference loops (train.schedule\_step next\_epoch; docs/recipes.md). Columns: the tasks this table's variant has records for; Avg.: mean of the group means over these tasks (dash without all three groups), not comparable with Table T1's. Tasks: natural = mnist; specialized = histology; structured = counting.}
+\caption{\textbf{CPU twin, not the paper's numbers.} Measured counterpart of the paper's Table 6 (front (arbitrary) deactivation vs Heart-LoRA; measured rows also random heads and Heart-LoRA's scores averaged over the warm-up's last epoch) on the VTAB-mini twin, from the stored run records. Measured (VTAB-mini twin, 2 seeds (0, 1)): every row shows exactly 2 seeds (0, 1); rows are the variants with records for these seeds. Where a row has several grid configurations, each task shows the one with the best mean test accuracy over these seeds (selection on the test set, as the paper does; these records have no val200 selection); only configurations with all these seeds compete. [N/split] after a measured row (a legend entry in a figure): the configurations searched per task (N; a range where tasks differ) and the split the choice was made on (test: the test set, as the paper does; val: val200 after training on train800, then retrained on train800val200 and tested once); [1]: one configuration, nothing chosen. Bold: per column, the best mean and every row whose paired difference to it (per seed, over these seeds) is within its spread ($|$mean difference$|$ $\le$ its sample std): no row is called better than a bold one. $\pm$: sample std over the seeds. Settings: LoRA: scale = 10.0 on every task (chosen among 2 configurations); Front: ne = 3 on every task. Backbone vit\_mini; accuracy: last-epoch test accuracy. Some rows stepped the lr schedule one epoch ahead of the reference loops (train.schedule\_step next\_epoch; docs/recipes.md). Columns: the tasks this table's variant has records for; Avg.: mean of the group means over these tasks (dash without all three groups), not comparable with Table T1's. Tasks: natural = mnist; specialized = histology; structured = counting.}
 \label{tab:table6_vtab_mini}
 \end{table}
 """
@@ -1390,3 +1390,17 @@ def test_every_table_and_figure_fits_a_two_column_page(tmp_path):
         log = (tmp_path / f"doc_{path.stem}.log").read_text(errors="replace")
         assert proc.returncode == 0, (path.name, log[-2000:])
         assert "Overfull \\hbox" not in log, (path.name, re.findall(r"Overfull.*", log))
+
+
+def test_captions_have_no_text_mode_bar(tmp_path):
+    """A bare | in LaTeX text prints as an em dash (T1's caption read "—mean difference—"):
+    every | of a generated table or figure caption is inside math."""
+    import re
+
+    build.build(GOLDEN, tmp_path, source="both", pdf="skip")
+    files = sorted(tmp_path.glob("*.tex")) + sorted((ROOT / "paper").glob("*.tex"))
+    captions = [m for p in files
+                for m in re.findall(r"\\caption\{(.*)\}", p.read_text())]
+    assert captions
+    for caption in captions:
+        assert "|" not in re.sub(r"\$[^$]*\$", "", caption), caption

@@ -190,7 +190,7 @@ def block_description(block: MeasuredBlock) -> str:
 
 
 BOLD_RULE = ("Bold: per column, the best mean and every row whose paired difference to it "
-             "(per seed, over these seeds) is within its spread (|mean difference| $\\le$ its "
+             "(per seed, over these seeds) is within its spread ($|$mean difference$|$ $\\le$ its "
              "sample std): no row is called better than a bold one.")
 BOLD_ONE_SEED = ("Nothing bold: one seed has no spread, so no row is called better than "
                  "another.")
