@@ -96,6 +96,21 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(autouse=True)
+def sigint_as_in_a_terminal() -> Iterator[None]:
+    """A harness that started pytest in the background (`cmd &` in a script, nohup) leaves
+    SIGINT ignored, and an ignored signal stays ignored across exec: every `run` these tests
+    start would then ignore Ctrl-C and the SIGINT tests fail for the harness's sake. A handler
+    (unlike an ignore) is reset to the default at exec, so the children start as from a
+    terminal."""
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    if ignored:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @pytest.fixture
 def one_thread() -> Iterator[None]:
     """In-process training on one thread (as the subprocesses do), restored afterwards."""
