@@ -10,8 +10,8 @@ colour bar, so the runs compare directly; under a Heart-LoRA map, the heads that
 masks (their q/v updates zeroed) are listed in red.
 
 Records: without arguments, the pairs come from ``--results-dir`` (the main Heart-LoRA
-variant at a fixed ne, and Bi-LoRA, same benchmark, task, backbone and seed; lowest seed
-first); ``--tasks`` names the tasks; ``--heart`` and ``--bilora`` name one pair's record
+variant at a fixed ne, and Bi-LoRA of the same benchmark, task, seed, eval protocol and
+training setting, backbone included; never a fair-protocol run; lowest seed first); ``--tasks`` names the tasks; ``--heart`` and ``--bilora`` name one pair's record
 files instead. A twin task's data is written first when its folder is missing (the same
 writer ``run`` uses). The output is ``fig5_<benchmark>.{pdf,png,tex}`` in ``--out``;
 ``tables`` puts it into preview.tex. ``figure5`` with no argument rebuilds the committed
